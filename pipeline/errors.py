@@ -1,0 +1,29 @@
+"""Errors a user can cause. The CLI prints their message as one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a recipe, a file, an option. The message says what and what to do."""
+
+
+class RecipeError(UserError):
+    """A recipe that does not validate; the message names the file:line and the key."""
+
+
+class GateError(UserError):
+    """A measured number broke a gate the recipe set (accuracy, latency, size)."""
+
+
+class ExportError(UserError):
+    """A TFLite export that failed or did not validate against its Keras model."""
+
+
+class DeviceError(UserError):
+    """A board that cannot be reached, set up or run on."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
