@@ -1,0 +1,92 @@
+"""What a running stage sees: its output folder, the recipe, the data, earlier stages' artifacts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.stages.base import Artifact, StageRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tf_keras
+
+    from pipeline.data import Dataset
+    from pipeline.recipe import Recipe
+
+log = logging.getLogger("edgepipe")
+
+
+@dataclass
+class StageContext:
+    run_dir: Path
+    out_dir: Path  # a temp folder; the engine renames it to <run_dir>/<stage_dir> on success
+    stage_dir: str  # e.g. "02_export": where out_dir will land, for artifact paths
+    recipe: "Recipe"
+    previous: list[StageRecord] = field(default_factory=list)
+    _dataset: Any = None
+
+    # ----- inputs -----------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    def dataset(self) -> "Dataset":
+        """The recipe's dataset, loaded once per run and shared by stages."""
+        if self._dataset is None:
+            from pipeline.data import load_dataset
+
+            self._dataset = load_dataset(self.recipe.dataset, seed=self.seed)
+        return self._dataset
+
+    def artifacts(self, fmt: str | None = None) -> list[Artifact]:
+        """All artifacts of earlier stages, oldest first, optionally of one format."""
+        return [a for r in self.previous for a in r.artifacts if fmt is None or a.format == fmt]
+
+    def latest_keras(self) -> Artifact | None:
+        keras = self.artifacts("keras")
+        return keras[-1] if keras else None
+
+    def tflite_artifacts(self) -> list[Artifact]:
+        return self.artifacts("tflite")
+
+    def path(self, artifact: Artifact) -> Path:
+        return self.run_dir / artifact.path
+
+    def load_model(self) -> "tf_keras.Model":
+        """The newest Keras model of the run; before any, the recipe's model, built or loaded."""
+        from pipeline import models
+
+        art = self.latest_keras()
+        if art is not None:
+            return models.load_model(self.path(art), unsafe=True)  # our own file
+        ds = self.dataset()
+        return models.from_spec(self.recipe.model, input_shape=ds.input_shape,
+                                num_classes=ds.num_classes, seed=self.seed)
+
+    def latest_keras_metrics(self) -> dict[str, Any]:
+        art = self.latest_keras()
+        return dict(art.metrics) if art else {}
+
+    # ----- outputs ----------------------------------------------------------------------------
+    def rel(self, name: str) -> str:
+        """Run-relative path of a file this stage writes as `out_dir/name`."""
+        return f"{self.stage_dir}/{name}"
+
+    def save_model(self, model: "tf_keras.Model", name: str = "model",
+                   metrics: dict[str, Any] | None = None) -> Artifact:
+        """Save `model` as `<name>.keras`, measure params, sizes and test accuracy."""
+        from pipeline import models
+
+        fname = f"{name}.keras"
+        models.save_model(model, self.out_dir / fname)
+        m = models.describe(model, self.out_dir / fname)
+        ds = self.dataset()
+        m["accuracy"] = models.accuracy(model, ds.x_test, ds.y_test)
+        m.update(metrics or {})
+        return Artifact(name=name, path=self.rel(fname), format="keras",
+                        quantization="fp32", metrics=m)
+
+    def log(self, msg: str, *args: Any) -> None:
+        log.info(msg, *args)

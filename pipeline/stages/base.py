@@ -1,0 +1,80 @@
+"""The stage contract: a config model, a `run(ctx, cfg)` that writes into `ctx.out_dir`.
+
+A stage knows nothing of fingerprints, resume or atomic commits (the engine does that). It reads
+what earlier stages made through the context, calls `pipeline.compress` / `pipeline.tflite`, writes
+its files into `ctx.out_dir`, and returns the artifacts it made with their measured metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger("edgepipe")
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's settings: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Artifact:
+    """One file a stage made. `path` is relative to the run folder.
+
+    `metrics` holds what was measured on this very file: accuracy, params, nonzero_params,
+    size_bytes, gzip_bytes, sparsity, channels, latency_ms {target: {...}}, ...
+    """
+
+    name: str
+    path: str
+    format: str  # "keras" | "tflite"
+    quantization: str | None = None
+    stage: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "format": self.format,
+                "quantization": self.quantization, "stage": self.stage, "metrics": self.metrics}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Artifact":
+        return cls(**d)
+
+
+@dataclass
+class StageResult:
+    artifacts: list[Artifact] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageRecord:
+    """A finished stage as the engine knows it (from its manifest)."""
+
+    index: int
+    name: str
+    dir: Path
+    artifacts: list[Artifact]
+    metrics: dict[str, Any]
+
+
+class Stage:
+    """Subclass, set `name` and `Config`, implement `run`. Register it in `stages/__init__.py`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    #: True for stages whose output depends on files on disk beyond the chain (none yet).
+    help: ClassVar[str] = ""
+
+    def run(self, ctx: "StageContext", cfg: StageConfig) -> StageResult:  # pragma: no cover
+        raise NotImplementedError
+
+
+# Imported late to keep `stages.base` importable without TensorFlow.
+from pipeline.context import StageContext  # noqa: E402,F401
