@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.context import StageContext
 
 log = logging.getLogger("edgepipe")
 
@@ -74,7 +77,3 @@ class Stage:
 
     def run(self, ctx: "StageContext", cfg: StageConfig) -> StageResult:  # pragma: no cover
         raise NotImplementedError
-
-
-# Imported late to keep `stages.base` importable without TensorFlow.
-from pipeline.context import StageContext  # noqa: E402,F401

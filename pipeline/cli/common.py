@@ -1,0 +1,39 @@
+"""Options and helpers the ad-hoc commands share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def dataset_for_model(data: str, model, seed: int = 0):
+    """Load `data` (digits | a .npz file | an image folder | tfds:NAME) shaped for `model`."""
+    from pipeline.data import DatasetSpec, load_dataset
+    from pipeline.models import check_input
+
+    shape = model.input_shape[1:]
+    size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
+    channels = shape[-1] if len(shape) == 3 and shape[-1] in (1, 3) else None
+    p = Path(data)
+    if data.endswith(".npz"):
+        spec = {"name": "npz", "path": data}
+    elif p.is_dir():
+        spec = {"name": "image_dir", "path": data}
+    else:
+        spec = {"name": data}
+    try:
+        spec = DatasetSpec(**spec, input_size=size, channels=channels)
+    except ValueError as e:
+        from pipeline.errors import UserError
+
+        raise UserError(f"--data: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    ds = load_dataset(spec, seed=seed)
+    check_input(model, ds.input_shape)
+    return ds
+
+
+data_option = click.option("--data", default="digits", show_default=True,
+                           help="dataset: digits | FILE.npz | IMAGE_FOLDER | tfds:NAME")
+unsafe_option = click.option("--unsafe", is_flag=True,
+                             help="allow .keras models that carry Python code (Lambda)")

@@ -1,0 +1,41 @@
+"""`edgepipe export MODEL --mode MODE`: one validated .tflite without a recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("--mode", default="fp32", show_default=True,
+              help="fp32 | dynamic | float16 | int8 | int16x8")
+@data_option
+@click.option("--out", type=click.Path(dir_okay=False), help="output .tflite "
+              "(default: MODEL's name + _MODE.tflite beside it)")
+@click.option("--sparse", is_flag=True, help="store pruned weights sparsely")
+@unsafe_option
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+def export(model_path, mode, data, out, sparse, unsafe, as_json) -> None:
+    """Convert a Keras model to TFLite and validate it on the test split of --data."""
+    from pipeline import models, tflite
+
+    tflite.check_mode(mode)
+    model = models.load_model(model_path, unsafe=unsafe)
+    ds = dataset_for_model(data, model)
+    dest = Path(out) if out else Path(model_path).with_name(
+        f"{Path(model_path).stem}_{mode}{'_sparse' if sparse else ''}.tflite")
+    m = tflite.export(model, dest, mode, ds, sparse=sparse)
+    if as_json:
+        click.echo(json.dumps({"path": str(dest), "quantization": mode, **m}, indent=2))
+    else:
+        click.echo(f"{dest}: accuracy {m['accuracy']:.4f} (keras {m['keras_accuracy']:.4f}), "
+                   f"max|diff| {m['max_abs_diff']:.2e}, {m['size_bytes']} bytes "
+                   f"(gzip {m['gzip_bytes']})")
+
+
+commands = [export]

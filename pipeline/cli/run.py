@@ -1,0 +1,70 @@
+"""`edgepipe run`, `status`, `report`, `recipe check|schema`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("recipe_file", metavar="RECIPE", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="run folder (default runs/<name>)")
+@click.option("--from", "from_stage", metavar="STAGE", help="re-run from this stage (name, "
+              "folder or 1-based index) even if it is up to date")
+@click.option("--force", is_flag=True, help="re-run every stage")
+def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool) -> None:
+    """Run a recipe; stages already done with the same fingerprint are skipped."""
+    from pipeline import engine, recipe as recipes
+
+    r = recipes.load(recipe_file)
+    run_dir = Path(out or Path("runs") / r.name)
+    records = engine.run(r, run_dir, from_stage=from_stage, force=force,
+                         recipe_text=Path(recipe_file).read_text())
+    click.echo(f"done: {len(records)} stages in {run_dir}")
+    if (run_dir / "report.md").exists():
+        click.echo(f"report: {run_dir / 'report.html'}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+def status(run_dir: str, as_json: bool) -> None:
+    """Show which stages of a run folder are done, stale or missing."""
+    from pipeline import engine
+
+    rows = engine.status(run_dir)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        secs = f"{r['seconds']:.1f}s" if r["seconds"] is not None else ""
+        click.echo(f"{r['stage']:<24} {r['state']:<10} {r['artifacts']} artifacts  {secs}")
+
+
+@click.group()
+def recipe() -> None:
+    """Validate recipes; print their JSON Schema."""
+
+
+@recipe.command("check")
+@click.argument("recipe_file", metavar="FILE", type=click.Path(dir_okay=False))
+def recipe_check(recipe_file: str) -> None:
+    """Validate a recipe without running anything."""
+    from pipeline import recipe as recipes
+
+    r = recipes.load(recipe_file)
+    click.echo(f"ok: {recipe_file}: {len(r.stages)} stages: "
+               f"{' -> '.join(s.name for s in r.stages)}")
+
+
+@recipe.command("schema")
+def recipe_schema() -> None:
+    """Print the recipe JSON Schema (for editors)."""
+    from pipeline import recipe as recipes
+
+    click.echo(json.dumps(recipes.json_schema(), indent=2))
+
+
+commands = [run, status, recipe]

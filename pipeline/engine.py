@@ -1,0 +1,221 @@
+"""Runs a recipe's stages in order, each at most once per fingerprint, each committed atomically.
+
+A stage's fingerprint hashes its settings, the recipe's data/model/seed/gates, the library versions
+and the previous stage's fingerprint (which covers the content hashes of its artifacts). A stage
+folder counts as done only when it holds a manifest with that fingerprint: the stage runs in a
+temp folder, writes `metrics.json` and then `manifest.json`, and the folder is renamed into place.
+A run killed at any point leaves temp folders (cleaned next time) but nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.artifacts import (atomic_write_json, atomic_write_text, library_versions,
+                                sha256_file, sha256_json, sha256_path)
+from pipeline.context import StageContext
+from pipeline.errors import UserError, did_you_mean
+from pipeline.recipe import Recipe
+from pipeline.stages.base import Artifact, StageRecord
+
+log = logging.getLogger("edgepipe")
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+
+
+@dataclass
+class StagePlan:
+    index: int
+    name: str
+    dir_name: str
+    fingerprint: str
+
+
+def stage_dir_name(index: int, name: str) -> str:
+    return f"{index + 1:02d}_{name}"
+
+
+def _inputs_hash(recipe: Recipe) -> str:
+    """Content hash of the files the recipe reads (a model path, a dataset file or folder)."""
+    parts = {}
+    for key, path in (("model", recipe.model.path), ("dataset", recipe.dataset.path)):
+        if path and Path(path).exists():
+            parts[key] = sha256_path(path)
+    return sha256_json(parts)
+
+
+def plan(recipe: Recipe) -> list[StagePlan]:
+    """Each stage's folder and fingerprint, chained so a change re-runs everything after it."""
+    base = {"dataset": recipe.dataset.model_dump(mode="json"),
+            "model": recipe.model.model_dump(mode="json"), "seed": recipe.seed,
+            "gates": recipe.gates.model_dump(mode="json"), "devices": recipe.devices,
+            "inputs": _inputs_hash(recipe), "versions": library_versions()}
+    out, prev = [], sha256_json(base)
+    for i, st in enumerate(recipe.stages):
+        fp = sha256_json({"prev": prev, "stage": st.name, "index": i, "settings": st.settings()})
+        out.append(StagePlan(i, st.name, stage_dir_name(i, st.name), fp))
+        prev = fp
+    return out
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((stage_dir / MANIFEST).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _intact(run_dir: Path, manifest: dict[str, Any]) -> bool:
+    """Every artifact the manifest lists is on disk with the content hash it recorded."""
+    for a in manifest.get("artifacts", []):
+        p = run_dir / a["path"]
+        if not p.exists() or sha256_path(p) != manifest.get("hashes", {}).get(a["path"]):
+            return False
+    return True
+
+
+def _record(run_dir: Path, p: StagePlan, manifest: dict[str, Any]) -> StageRecord:
+    return StageRecord(p.index, p.name, run_dir / p.dir_name,
+                       [Artifact.from_json(a) for a in manifest["artifacts"]],
+                       manifest.get("metrics", {}))
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another edgepipe run is using {run_dir}; wait for it or use --out "
+                            f"to pick another folder") from None
+        yield
+
+
+def _clean_leftovers(run_dir: Path) -> None:
+    for p in run_dir.glob(".*.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _resolve_from(recipe: Recipe, from_stage: str | None) -> int | None:
+    if from_stage is None:
+        return None
+    if from_stage.isdigit() and 1 <= int(from_stage) <= len(recipe.stages):
+        return int(from_stage) - 1
+    names = [s.name for s in recipe.stages]
+    dirs = [stage_dir_name(i, n) for i, n in enumerate(names)]
+    if from_stage in dirs:
+        return dirs.index(from_stage)
+    if from_stage in names:
+        return names.index(from_stage)
+    raise UserError(f"--from: no stage {from_stage!r} in this recipe"
+                    f"{did_you_mean(from_stage, names + dirs)}; stages: {', '.join(dirs)}")
+
+
+def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
+        force: bool = False, recipe_text: str | None = None) -> list[StageRecord]:
+    """Run (or resume) the recipe in `run_dir`. Returns every stage's record."""
+    from pipeline.stages import STAGES
+
+    run_dir = Path(run_dir)
+    start_at = 0 if force else _resolve_from(recipe, from_stage)
+    plans = plan(recipe)
+    records: list[StageRecord] = []
+    with _run_lock(run_dir):
+        _clean_leftovers(run_dir)
+        if recipe_text is not None:
+            atomic_write_text(run_dir / "recipe.yaml", recipe_text)
+        ctx_shared: dict[str, Any] = {}
+        for p in plans:
+            final = run_dir / p.dir_name
+            manifest = read_manifest(final)
+            fresh = (manifest is not None and manifest.get("fingerprint") == p.fingerprint
+                     and (start_at is None or p.index < start_at) and _intact(run_dir, manifest))
+            if fresh:
+                log.info("[%s] up to date, skipped", p.dir_name)
+                records.append(_record(run_dir, p, manifest))
+                continue
+            tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{p.dir_name}.tmp-"))
+            ctx = StageContext(run_dir=run_dir, out_dir=tmp, stage_dir=p.dir_name,
+                               recipe=recipe, previous=list(records),
+                               _dataset=ctx_shared.get("dataset"))
+            stage = STAGES[p.name]()
+            log.info("[%s] running", p.dir_name)
+            t0 = time.time()
+            try:
+                result = stage.run(ctx, recipe.stages[p.index].config)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            ctx_shared["dataset"] = ctx._dataset
+            for a in result.artifacts:
+                a.stage = a.stage or p.dir_name
+            manifest = _commit(run_dir, tmp, final, p, recipe, records, result, time.time() - t0)
+            log.info("[%s] done in %.1fs", p.dir_name, time.time() - t0)
+            records.append(_record(run_dir, p, manifest))
+    return records
+
+
+def _commit(run_dir: Path, tmp: Path, final: Path, p: StagePlan, recipe: Recipe,
+            previous: list[StageRecord], result, seconds: float) -> dict[str, Any]:
+    artifacts = [a.to_json() for a in result.artifacts]
+    # Artifact paths point at the final folder; hash them where they are now, in tmp.
+    hashes = {a["path"]: sha256_path(tmp / Path(a["path"]).relative_to(p.dir_name))
+              for a in artifacts}
+    inputs = {a.path: sha256_file(run_dir / a.path) if (run_dir / a.path).is_file() else None
+              for r in previous[-1:] for a in r.artifacts}
+    atomic_write_json(tmp / METRICS, {"stage": p.name, "metrics": result.metrics,
+                                      "artifacts": artifacts})
+    manifest = {
+        "fingerprint": p.fingerprint, "stage": p.name, "index": p.index,
+        "settings": recipe.stages[p.index].settings(), "artifacts": artifacts,
+        "metrics": result.metrics, "hashes": hashes, "seconds": round(seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "provenance": {"recipe": sha256_json(recipe.to_json()), "inputs": inputs,
+                       "seed": recipe.seed, "versions": library_versions()},
+    }
+    atomic_write_json(tmp / MANIFEST, manifest)  # the stage's commit record, written last
+    if final.exists():
+        old = final.with_name(f".{final.name}.tmp-old{os.getpid()}")
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, final)
+    return manifest
+
+
+def status(run_dir: str | Path, recipe: Recipe | None = None) -> list[dict[str, Any]]:
+    """Each stage folder's state: done (fingerprint matches the recipe), stale, or missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}")
+    if recipe is None and (run_dir / "recipe.yaml").is_file():
+        from pipeline.recipe import load
+
+        recipe = load(run_dir / "recipe.yaml")
+    rows = []
+    if recipe is not None:
+        for p in plan(recipe):
+            m = read_manifest(run_dir / p.dir_name)
+            state = ("missing" if m is None else
+                     "done" if m["fingerprint"] == p.fingerprint and _intact(run_dir, m) else "stale")
+            rows.append({"stage": p.dir_name, "state": state,
+                         "seconds": m.get("seconds") if m else None,
+                         "artifacts": len(m["artifacts"]) if m else 0})
+    else:
+        for d in sorted(x for x in run_dir.iterdir() if x.is_dir() and not x.name.startswith(".")):
+            m = read_manifest(d)
+            rows.append({"stage": d.name, "state": "done" if m else "incomplete",
+                         "seconds": m.get("seconds") if m else None,
+                         "artifacts": len(m["artifacts"]) if m else 0})
+    return rows

@@ -1,0 +1,186 @@
+"""Recipes: YAML → validated objects. Every error names the file:line and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.data import DatasetSpec
+from pipeline.errors import RecipeError, did_you_mean
+from pipeline.models import ModelSpec
+from pipeline.stages.base import StageConfig
+
+
+class Gates(BaseModel):
+    """Budgets the run must meet; a breach fails the stage that measured it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="each .tflite's test accuracy (fraction)")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="a .tflite's accuracy below its Keras model's (fraction)")
+    max_latency_ms: float | None = Field(None, gt=0, description="p50 latency of each .tflite")
+    max_size_kb: float | None = Field(None, gt=0, description="raw size of each .tflite")
+
+
+class StageEntry(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    config: StageConfig
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name; runs/<name>/ by default")
+    seed: int = 0
+    dataset: DatasetSpec
+    model: ModelSpec
+    stages: list[StageEntry] = Field(min_length=1)
+    gates: Gates = Field(default_factory=Gates)
+    devices: str | None = Field(None, description="devices.yaml for profile targets")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _parse_stages(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            raise ValueError("stages must be a list of {stage_name: settings}")
+        return [_parse_stage(i, e) for i, e in enumerate(v)]
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json", exclude={"stages"})
+        d["stages"] = [{s.name: s.settings()} for s in self.stages]
+        return d
+
+
+class _StageValueError(ValueError):
+    pass
+
+
+def _parse_stage(i: int, entry: Any) -> StageEntry:
+    from pipeline.stages import STAGES
+
+    if isinstance(entry, str):
+        entry = {entry: None}
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ValueError(f"each stage is one `name: {{settings}}` mapping; got {entry!r}")
+    (name, settings), = entry.items()
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}{did_you_mean(name, STAGES)}; "
+                         f"expected one of: {', '.join(STAGES)}")
+    return StageEntry(name=name, config=STAGES[name].Config.model_validate(settings or {}))
+
+
+# --------------------------------------------------------------------------------------------
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the deepest YAML node reachable along a pydantic error location."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == key), None)
+            if nxt is None:
+                # an unknown key: point at the key itself
+                knode = next((k for k, _ in node.value if k.value == key), None)
+                return knode.start_mark.line + 1 if knode is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            if isinstance(node, yaml.MappingNode) and len(node.value) == 1:
+                # a stage entry `- name: {settings}`: descend into its settings
+                node = node.value[0][1]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_error(err: dict, root: yaml.Node | None, source: str) -> str:
+    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    line = _line_of(root, loc)
+    where = f"{source}:{line}" if line else source
+    key = ".".join(str(x) for x in loc) or "recipe"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent_fields = _fields_at(loc[:-1])
+        msg = f"unknown key{did_you_mean(loc[-1], parent_fields)}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    return f"{where}: {key}: {msg}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Known keys of the model at `loc`, for did-you-mean on unknown keys."""
+    from pipeline.stages import STAGES
+
+    model: Any = Recipe
+    for key in loc:
+        if model is Recipe and key == "stages":
+            return []
+        fields = getattr(model, "model_fields", {})
+        if key in fields:
+            ann = fields[key].annotation
+            model = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
+        elif isinstance(key, int):
+            continue
+        elif key in STAGES:
+            model = STAGES[key].Config
+    return list(getattr(model, "model_fields", {}))
+
+
+def parse(text: str, source: str = "<recipe>") -> Recipe:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping with name, dataset, model, stages")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        errors = [_format_error(err, root, source) for err in e.errors()]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise RecipeError(errors[0] + more) from None
+
+
+def load(path: str | Path) -> Recipe:
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe file not found: {p}")
+    return parse(p.read_text(), str(p))
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the recipe format, for editors (stages as one-of per stage name)."""
+    from pipeline.stages import STAGES
+
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    variants = []
+    for name, stage in STAGES.items():
+        sub = stage.Config.model_json_schema()
+        defs.update(sub.pop("$defs", {}))
+        variants.append({"type": "object", "additionalProperties": False, "required": [name],
+                         "properties": {name: {"anyOf": [sub, {"type": "null"}]}},
+                         "description": stage.help or name})
+        variants.append({"const": name})
+    schema["properties"]["stages"] = {"type": "array", "minItems": 1, "items": {"oneOf": variants}}
+    defs.pop("StageEntry", None)
+    schema["properties"]["dataset"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/DatasetSpec"}]}
+    schema["properties"]["model"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/ModelSpec"}]}
+    schema["title"] = "edgepipe recipe"
+    return schema

@@ -1,0 +1,64 @@
+"""Collect the artifacts and measurements of a run into the report.json structure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.stages.base import StageRecord
+
+#: Fields every artifact row has (null when not measured). Later capabilities add more.
+CORE = ("stage", "name", "path", "format", "quantization", "params", "nonzero_params",
+        "size_bytes", "gzip_bytes", "accuracy", "latency_ms")
+
+
+def build(recipe: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
+    latency: dict[str, dict] = {}
+    stages = []
+    for r in records:
+        for path, per_target in r.metrics.get("latency_ms", {}).items():
+            latency.setdefault(path, {}).update(per_target)
+        stages.append({"stage": r.dir.name, "name": r.name,
+                       "artifacts": [a.path for a in r.artifacts]})
+    rows = []
+    for r in records:
+        for a in r.artifacts:
+            row: dict[str, Any] = {k: None for k in CORE}
+            row.update({k: v for k, v in a.metrics.items() if k != "latency_ms"})
+            row.update(stage=a.stage or r.dir.name, name=a.name, path=a.path, format=a.format,
+                       quantization=a.quantization)
+            row["latency_ms"] = {**a.metrics.get("latency_ms", {}), **latency.get(a.path, {})}
+            rows.append(row)
+    _add_baseline_ratios(rows)
+    return {"recipe": recipe, "stages": stages, "artifacts": rows}
+
+
+def _add_baseline_ratios(rows: list[dict[str, Any]]) -> None:
+    """Size and latency of each .tflite relative to the first fp32 .tflite (the baseline)."""
+    base = next((r for r in rows if r["format"] == "tflite" and r["quantization"] == "fp32"), None)
+    if base is None:
+        return
+    base_p50 = (base["latency_ms"].get("host") or {}).get("p50")
+    for r in rows:
+        if r["format"] != "tflite":
+            continue
+        if base.get("gzip_bytes") and r.get("gzip_bytes"):
+            r["gzip_ratio_vs_fp32"] = base["gzip_bytes"] / r["gzip_bytes"]
+        p50 = (r["latency_ms"].get("host") or {}).get("p50")
+        if base_p50 and p50:
+            r["speedup_vs_fp32"] = base_p50 / p50
+
+
+def notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Plain statements of where compression did not pay off on the hardware."""
+    out = []
+    for r in rows:
+        sp = r.get("speedup_vs_fp32")
+        if r["format"] != "tflite" or sp is None or r["quantization"] == "fp32" and not r.get("sparsity"):
+            continue
+        if sp < 0.95:
+            out.append(f"{r['path']} is slower than the fp32 baseline on host "
+                       f"({sp:.2f}x): this compression does not pay off in latency here.")
+        elif r.get("sparsity") and sp < 1.1:
+            out.append(f"{r['path']}: unstructured sparsity shrinks the file (gzip) but gives no "
+                       f"speed-up on this runtime ({sp:.2f}x).")
+    return out

@@ -1,0 +1,121 @@
+"""report.json / report.md / report.html (+ plot.png), written atomically into a folder."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.report.build import notes
+
+
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None:
+        return "—"
+    return format(v, spec) if spec else str(v)
+
+
+def latency_targets(rows: list[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for r in rows:
+        for k in r["latency_ms"]:
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    targets = latency_targets(rows)
+    head = ["stage", "artifact", "quant", "params", "nonzero", "size KB", "gzip KB", "accuracy",
+            *[f"p50 ms ({t})" for t in targets], "speed-up", "gzip ratio"]
+    body = []
+    for r in rows:
+        kb = lambda b: _fmt(b / 1024 if b is not None else None, ".1f")  # noqa: E731
+        body.append([r["stage"], Path(r["path"]).name, _fmt(r["quantization"]),
+                     _fmt(r["params"], ","), _fmt(r["nonzero_params"], ","), kb(r["size_bytes"]),
+                     kb(r["gzip_bytes"]), _fmt(r["accuracy"], ".4f"),
+                     *[_fmt((r["latency_ms"].get(t) or {}).get("p50"), ".3f") for t in targets],
+                     _fmt(r.get("speedup_vs_fp32"), ".2f"), _fmt(r.get("gzip_ratio_vs_fp32"), ".2f")])
+    return head, body
+
+
+def markdown(report: dict[str, Any]) -> str:
+    head, body = table(report["artifacts"])
+    lines = [f"# edgepipe report: {report['recipe'].get('name', '')}", "",
+             "Accuracy is measured on each file itself (test split); sizes are on disk; latency "
+             "is edge-runner's p50 at the listed target. Ratios are against the first fp32 .tflite.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    ns = notes(report["artifacts"])
+    if ns:
+        lines += ["", "## Where compression did not pay off", ""] + [f"- {n}" for n in ns]
+    return "\n".join(lines) + "\n"
+
+
+def plot_png(rows: list[dict[str, Any]]) -> bytes | None:
+    """Accuracy against host p50 latency and against gzip size, one point per .tflite."""
+    pts = [r for r in rows if r["format"] == "tflite" and r["accuracy"] is not None]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, xkey, xlabel in ((axes[0], "latency", "host p50 latency (ms)"),
+                             (axes[1], "gzip_bytes", "gzip size (KB)")):
+        for r in pts:
+            x = ((r["latency_ms"].get("host") or {}).get("p50") if xkey == "latency"
+                 else r["gzip_bytes"] / 1024)
+            if x is None:
+                continue
+            ax.scatter(x, r["accuracy"] * 100)
+            ax.annotate(f"{r['stage']}/{r['name']}", (x, r["accuracy"] * 100), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy of the .tflite (%)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def html_page(report: dict[str, Any], png: bytes | None) -> str:
+    head, body = table(report["artifacts"])
+    esc = html.escape
+    rows = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
+    img = (f'<img alt="accuracy against latency and size" src="data:image/png;base64,'
+           f'{base64.b64encode(png).decode()}">' if png else "<p>No .tflite files to plot.</p>")
+    ns = "".join(f"<li>{esc(n)}</li>" for n in notes(report["artifacts"]))
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style>
+</head><body><h1>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</h1>
+<p>Accuracy is measured on each file itself; sizes on disk; latency is edge-runner's p50.</p>
+<table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>
+{rows}</table>
+{f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
+<h2>Accuracy against latency and size</h2>{img}
+</body></html>
+"""
+
+
+def render(report: dict[str, Any], folder: str | Path) -> dict[str, Path]:
+    folder = Path(folder)
+    png = plot_png(report["artifacts"])
+    out = {"json": folder / "report.json", "md": folder / "report.md",
+           "html": folder / "report.html"}
+    atomic_write_json(out["json"], report)
+    atomic_write_text(out["md"], markdown(report))
+    atomic_write_text(out["html"], html_page(report, png))
+    if png:
+        out["png"] = folder / "plot.png"
+        atomic_write_bytes(out["png"], png)
+    return out

@@ -1,0 +1,57 @@
+"""`export`: the newest Keras model → validated .tflite files, one per mode."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from pipeline import gates, tflite
+from pipeline.models import predict
+from pipeline.stages.base import Artifact, Stage, StageConfig, StageResult
+
+
+class ExportConfig(StageConfig):
+    modes: list[str] = Field(["fp32", "int8"], min_length=1,
+                             description="fp32 | dynamic | float16 | int8 | int16x8")
+    sparse: bool = Field(False, description="store pruned weights sparsely (EXPERIMENTAL_SPARSITY)")
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if m not in tflite.MODES:
+                from pipeline.errors import did_you_mean
+
+                raise ValueError(f"unknown mode {m!r}{did_you_mean(m, tflite.MODES)}; "
+                                 f"expected one of: {', '.join(tflite.MODES)}")
+        return list(dict.fromkeys(v))
+
+
+class Export(Stage):
+    name = "export"
+    Config = ExportConfig
+    help = "convert the newest Keras model to .tflite per mode; validate each on the test split"
+
+    def run(self, ctx, cfg: ExportConfig) -> StageResult:
+        ds = ctx.dataset()
+        model = ctx.load_model()
+        source = ctx.latest_keras()
+        reference = predict(model, ds.x_test)
+        carried = {k: v for k, v in (source.metrics if source else {}).items()
+                   if k in ("sparsity", "channels")}
+        arts, breaches = [], []
+        for mode in cfg.modes:
+            suffix = "_sparse" if cfg.sparse else ""
+            fname = f"model_{mode}{suffix}.tflite"
+            m = tflite.export(model, ctx.out_dir / fname, mode, ds, sparse=cfg.sparse,
+                              reference=reference)
+            m.update(carried)
+            if source is not None:
+                m["source"] = source.path
+            ctx.log("[export] %-8s acc %.4f (keras %.4f)  max|diff| %.2e  %d bytes (gzip %d)",
+                    mode, m["accuracy"], m["keras_accuracy"], m["max_abs_diff"], m["size_bytes"],
+                    m["gzip_bytes"])
+            breaches += gates.check_accuracy(ctx.recipe.gates, fname, m)
+            arts.append(Artifact(name=f"{mode}{suffix}", path=ctx.rel(fname), format="tflite",
+                                 quantization=mode, metrics=m))
+        gates.raise_breaches(breaches)
+        return StageResult(arts)

@@ -1,0 +1,23 @@
+"""`report`: report.json / .md / .html of every artifact; also copied to the run folder's top."""
+
+from __future__ import annotations
+
+from pipeline import report
+from pipeline.artifacts import atomic_write_bytes
+from pipeline.stages.base import Stage, StageConfig, StageResult
+
+class ReportConfig(StageConfig):
+    pass
+
+class Report(Stage):
+    name = "report"
+    Config = ReportConfig
+    help = "write report.json, report.md, report.html (with plot) for every artifact of the run"
+
+    def run(self, ctx, cfg: ReportConfig) -> StageResult:
+        data = report.build(ctx.recipe.to_json(), ctx.previous)
+        files = report.render(data, ctx.out_dir)
+        for f in files.values():  # the run's front page: <run>/report.html etc.
+            atomic_write_bytes(ctx.run_dir / f.name, f.read_bytes())
+        ctx.log("[report] %s", ctx.run_dir / "report.html")
+        return StageResult([], {"files": sorted(f.name for f in files.values())})

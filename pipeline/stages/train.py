@@ -1,0 +1,22 @@
+"""`train`: fit the recipe's model (or the newest one) on the dataset, with early stopping."""
+
+from __future__ import annotations
+
+from pipeline import models
+from pipeline.stages.base import Stage, StageResult
+from pipeline.training import FitConfig, fit
+
+
+class Train(Stage):
+    name = "train"
+    Config = FitConfig
+    help = "fit the model with early stopping on validation accuracy; saves model.keras"
+
+    def run(self, ctx, cfg: FitConfig) -> StageResult:
+        ds = ctx.dataset()
+        model = ctx.load_model()
+        models.check_input(model, ds.input_shape)
+        summary = fit(model, ds, cfg, seed=ctx.seed)
+        art = ctx.save_model(model, "model", metrics=summary)
+        ctx.log("[train] test accuracy %.4f, %d params", art.metrics["accuracy"], art.metrics["params"])
+        return StageResult([art], summary)

@@ -1,0 +1,161 @@
+"""TFLite conversion in every mode, and validation of each file against its Keras model."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.errors import ExportError, UserError, did_you_mean
+
+TFLITE_MAGIC = b"TFL3"
+
+
+def _fp32(conv, calib):
+    return conv
+
+
+def _dynamic(conv, calib):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return conv
+
+
+def _float16(conv, calib):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    return conv
+
+
+def _representative(calib):
+    if calib is None or len(calib) == 0:
+        raise UserError("int8 export needs calibration data: give the recipe a dataset, or "
+                        "--data on the command line")
+
+    def gen():
+        for i in range(len(calib)):
+            yield [calib[i: i + 1].astype(np.float32)]
+
+    return gen
+
+
+def _int8(conv, calib):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _representative(calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv
+
+
+def _int16x8(conv, calib):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _representative(calib)
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return conv
+
+
+#: quantization mode → converter set-up. The registry every exporter (export, quantize) uses.
+MODES: dict[str, Callable] = {"fp32": _fp32, "dynamic": _dynamic, "float16": _float16,
+                              "int8": _int8, "int16x8": _int16x8}
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise UserError(f"unknown TFLite mode {mode!r}{did_you_mean(mode, MODES)}; "
+                        f"expected one of: {', '.join(MODES)}")
+    return mode
+
+
+def convert(model, mode: str = "fp32", calibration: np.ndarray | None = None,
+            sparse: bool = False) -> bytes:
+    """Convert a tf_keras model to a TFLite flatbuffer in `mode` (see MODES).
+
+    `sparse` adds EXPERIMENTAL_SPARSITY so pruned weights are stored in a sparse format.
+    A model that went through quantization-aware training converts to int8 with `mode="int8"`.
+    """
+    import tensorflow as tf
+
+    check_mode(mode)
+    conv = MODES[mode](tf.lite.TFLiteConverter.from_keras_model(model), calibration)
+    if sparse:
+        conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    try:
+        return conv.convert()
+    except UserError:
+        raise
+    except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ExportError(f"TFLite conversion to {mode} failed: {first}") from e
+
+
+def check_file(path: str | Path) -> Path:
+    """A readable TFLite flatbuffer, or one clear UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"TFLite file not found: {p}")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != TFLITE_MAGIC:
+        raise UserError(f"{p} is not a TFLite file (no TFL3 identifier); give a .tflite made by "
+                        f"`edgepipe export`")
+    return p
+
+
+def op_counts(path: str | Path) -> dict[str, int]:
+    """Operator name → count, read from the interpreter."""
+    from edge_runner.backends import load
+
+    runner = load(path)
+    ops = runner.interpreter._get_ops_details()  # noqa: SLF001 (the only op listing in LiteRT)
+    return dict(sorted(Counter(op["op_name"] for op in ops).items()))
+
+
+def predict(path: str | Path, x: np.ndarray, threads: int = 2) -> np.ndarray:
+    from edge_runner.backends import load
+
+    return load(path, threads=threads).predict(x)
+
+
+def validate(path: str | Path, reference: np.ndarray | None, x: np.ndarray,
+             y: np.ndarray) -> dict[str, Any]:
+    """Accuracy of the .tflite on (x, y), and its agreement with the Keras outputs `reference`."""
+    out = predict(path, x)
+    m: dict[str, Any] = {"accuracy": float(np.mean(out.argmax(-1) == y))}
+    if reference is not None:
+        m["max_abs_diff"] = float(np.max(np.abs(out - reference)))
+        m["argmax_agreement"] = float(np.mean(out.argmax(-1) == reference.argmax(-1)))
+    m["ops"] = op_counts(path)
+    return m
+
+
+def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
+           reference: np.ndarray | None = None) -> dict[str, Any]:
+    """Convert, write atomically, and validate on the test split. Returns the file's metrics.
+
+    `reference` is the Keras model's test-split output (computed here when not given).
+    """
+    from pipeline.artifacts import atomic_write_bytes, sizes
+    from pipeline.models import count_params, predict as keras_predict
+
+    calib = dataset.calibration() if mode in ("int8", "int16x8") else None
+    data = convert(model, mode, calib, sparse=sparse)
+    atomic_write_bytes(path, data)
+    if reference is None:
+        reference = keras_predict(model, dataset.x_test)
+    params, nonzero = count_params(model)
+    m = {"params": params, "nonzero_params": nonzero, **sizes(path),
+         "keras_accuracy": float(np.mean(reference.argmax(-1) == dataset.y_test)),
+         **validate(path, reference, dataset.x_test, dataset.y_test)}
+    m["accuracy_drop"] = m["keras_accuracy"] - m["accuracy"]
+    return m

@@ -1,0 +1,98 @@
+"""Model builders. Each takes (input_shape, num_classes, **options) and returns a tf_keras model.
+
+`mobilenet` is the searchable MobileNetV2-style family the `nas` stage explores: width multiplier,
+blocks per stage, kernel size, expansion ratio, dropout.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import tf_keras as keras
+from tf_keras import layers
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def small_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32), dense: int = 64,
+              dropout: float = 0.2) -> keras.Model:
+    """Conv-BN-ReLU blocks with max pooling, then a dense head: the default recipe's model."""
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense, activation="relu", name="fc")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+#: (base channels, stride of the first block) per stage of the `mobilenet` family.
+MOBILENET_STAGES = ((16, 1), (24, 2), (32, 2), (64, 2), (96, 1))
+
+
+def _inverted_residual(x, out_ch: int, stride: int, expansion: int, kernel: int, name: str):
+    in_ch = x.shape[-1]
+    y = x
+    if expansion != 1:
+        y = layers.Conv2D(in_ch * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
+        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
+    y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
+                               name=f"{name}_dw")(y)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
+    y = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_project")(y)
+    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+    if stride == 1 and in_ch == out_ch:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+def mobilenet(input_shape, num_classes, width: float = 1.0,
+              blocks: Sequence[int] = (1, 2, 2, 2, 1), kernel: int | Sequence[int] = 3,
+              expansion: int = 6, stem_stride: int = 2, head_channels: int = 256,
+              dropout: float = 0.2) -> keras.Model:
+    """MobileNetV2-style network: stem, inverted-residual stages, 1x1 head, pooling, classifier.
+
+    `blocks` gives blocks per stage (0 drops a stage; up to 5 stages), `kernel` the depthwise
+    kernel size (one value or one per stage), `width` scales every channel count.
+    """
+    if not 0 < width <= 4:
+        raise ValueError(f"Expected width in (0, 4]. Received: width={width}")
+    if len(blocks) > len(MOBILENET_STAGES):
+        raise ValueError(f"Expected at most {len(MOBILENET_STAGES)} stages. "
+                         f"Received: blocks={list(blocks)}")
+    kernels = [kernel] * len(blocks) if isinstance(kernel, int) else list(kernel)
+    if len(kernels) != len(blocks):
+        raise ValueError(f"Expected one kernel per stage ({len(blocks)}). Received: kernel={kernel}")
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Conv2D(_make_divisible(32 * width), 3, strides=stem_stride, padding="same",
+                      use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    for s, (n, k) in enumerate(zip(blocks, kernels)):
+        ch, stride = MOBILENET_STAGES[s]
+        for b in range(n):
+            x = _inverted_residual(x, _make_divisible(ch * width), stride if b == 0 else 1,
+                                   1 if s == 0 else expansion, k, name=f"s{s}b{b}")
+    x = layers.Conv2D(_make_divisible(head_channels * max(1.0, width)), 1, use_bias=False,
+                      name="head")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.ReLU(6.0, name="head_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name="mobilenet")
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {"small_cnn": small_cnn, "mobilenet": mobilenet}
