@@ -1,0 +1,43 @@
+"""Put files on a board by content hash: `<workdir>/models/<sha256>.tflite`, skipped if present.
+
+A local file name never reaches the board (the remote name is its hash), so any name works, and
+the same model deployed twice, or by two runs, is copied once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pipeline.artifacts import sha256_file
+from pipeline.devices.transport import SSH
+from pipeline.errors import UserError
+from pipeline.tflite import check_file
+
+
+def deploy_file(ssh: SSH, path: str | os.PathLike, folder: str, suffix: str) -> dict:
+    """Copy `path` to `<workdir>/<folder>/<sha256><suffix>` unless it is there already."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"File not found: {p}")
+    t0 = time.monotonic()
+    sha = sha256_file(p)
+    remote = ssh.device.remote(folder, f"{sha}{suffix}")
+    present = ssh.exists(remote)
+    if not present:
+        ssh.put(p, remote)
+    return {"device": ssh.device.name, "local_path": str(p), "sha256": sha, "remote_path": remote,
+            "size_bytes": p.stat().st_size, "copied": not present,
+            "seconds": round(time.monotonic() - t0, 4)}
+
+
+def deploy_model(ssh: SSH, model: str | os.PathLike) -> dict:
+    """Deploy a .tflite; returns {sha256, remote_path, copied, size_bytes, seconds, ...}."""
+    check_file(model)
+    return deploy_file(ssh, model, "models", ".tflite")
+
+
+def deploy_golden(ssh: SSH, golden: str | os.PathLike) -> dict:
+    """Deploy a golden .npz written by `edge_runner.verify.write_golden`."""
+    return deploy_file(ssh, golden, "golden", ".npz")

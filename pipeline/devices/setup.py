@@ -1,0 +1,183 @@
+"""`edgepipe devices setup NAME`: make a board ready to run `edge-runner`.
+
+On the board, under its workdir:
+
+```
+venv/                 python -m venv, with the runtime: tflite-runtime==2.14.0 + numpy<2,
+                      or ai-edge-litert (pip-managed; nothing of edgepipe in it)
+lib/edge_runner/      this project's runner package, copied (stdlib + numpy + interpreter only)
+bin/edge-runner       wrapper: PYTHONPATH=lib venv/bin/python -m edge_runner "$@"
+setup.json            what was installed, with the runner's content hash
+models/  golden/      filled by deploy, by content hash
+```
+
+No TensorFlow and no `pipeline` ever go to the board.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from pipeline.devices.inventory import Device
+from pipeline.devices.transport import SSH, RemoteCommandError, q
+from pipeline.errors import DeviceError
+
+MIN_PYTHON = (3, 9)
+REQUIREMENTS = {
+    "tflite-runtime": ["tflite-runtime==2.14.0", "numpy<2"],  # 2.14 wheels are built on numpy 1
+    "ai-edge-litert": ["ai-edge-litert", "numpy"],
+}
+#: What `edge-runner info` calls each runtime (its backend names).
+BACKEND_OF = {"tflite-runtime": "tflite-runtime", "ai-edge-litert": "litert"}
+
+# Runs on the board with the venv's python: unpack the runner (a tar.gz on stdin) next to the old
+# one, then swap, so a failed copy leaves the previous runner working.
+_UNPACK = r"""
+import io, os, shutil, sys, tarfile
+lib = sys.argv[1]
+os.makedirs(lib, exist_ok=True)
+new, old, dst = (os.path.join(lib, n) for n in (".edge_runner.new", ".edge_runner.old", "edge_runner"))
+for p in (new, old):
+    shutil.rmtree(p, ignore_errors=True)
+with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()), mode="r:gz") as t:
+    for m in t.getmembers():
+        if not m.isfile() or m.name.startswith("/") or ".." in m.name.split("/"):
+            sys.exit("refusing tar member " + repr(m.name))
+    kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    t.extractall(new, **kw)
+if os.path.exists(dst):
+    os.rename(dst, old)
+os.rename(os.path.join(new, "edge_runner"), dst)
+shutil.rmtree(new, ignore_errors=True)
+shutil.rmtree(old, ignore_errors=True)
+"""
+
+_WRAPPER = """#!/bin/sh
+# edge-runner on this board, as installed by `edgepipe devices setup`.
+here=$(cd "$(dirname "$0")/.." && pwd)
+PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$here/venv/bin/python" -m edge_runner "$@"
+"""
+
+
+def runner_files() -> dict[str, bytes]:
+    """The edge_runner package as {relative path: bytes} (sources only, sorted)."""
+    import edge_runner
+
+    root = Path(edge_runner.__file__).parent
+    return {f"edge_runner/{p.relative_to(root).as_posix()}": p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".py", ".typed")
+            and "__pycache__" not in p.parts}
+
+
+@lru_cache(maxsize=1)
+def runner_package() -> tuple[bytes, str]:
+    """(deterministic tar.gz of edge_runner, sha256 of its files)."""
+    files = runner_files()
+    h = hashlib.sha256()
+    buf = io.BytesIO()
+    import gzip
+
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for name, data in files.items():
+            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue(), h.hexdigest()
+
+
+def remote_runner(device: Device, *args: str) -> list[str]:
+    """argv that runs `edge-runner ARGS` on the board with the set-up venv and runner."""
+    return ["env", f"PYTHONPATH={device.remote('lib')}", device.venv_python, "-m", "edge_runner",
+            *args]
+
+
+def python_version(ssh: SSH, python: str) -> tuple[int, ...]:
+    r = ssh.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                what=f"{python} --version", check=False)
+    if r.returncode != 0:
+        raise DeviceError(f"Device {ssh.device.label}: cannot run {python!r} "
+                          f"(exit {r.returncode}); set `python:` in the inventory to the board's "
+                          "Python 3 interpreter")
+    return tuple(int(x) for x in r.text.strip().split("."))
+
+
+def install_runner(ssh: SSH) -> str:
+    """Copy edge_runner into <workdir>/lib (and the bin/edge-runner wrapper); returns its hash."""
+    d = ssh.device
+    tarball, digest = runner_package()
+    ssh.run_sh(f"{q(d.venv_python)} -c {q(_UNPACK)} {q(d.remote('lib'))}",
+               what="unpacking edge_runner", stdin=tarball)
+    ssh.put(_WRAPPER.encode(), d.remote("bin", "edge-runner"), mode="755")
+    return digest
+
+
+def read_state(ssh: SSH) -> dict | None:
+    """The board's setup.json, or None when the board was never set up."""
+    r = ssh.run(["cat", ssh.device.remote("setup.json")], what="reading setup.json", check=False)
+    if r.returncode != 0:
+        return None
+    try:
+        return json.loads(r.text)
+    except json.JSONDecodeError:
+        return None
+
+
+def ensure_ready(ssh: SSH, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Fail clearly if the board was never set up; refresh its runner if it differs from ours."""
+    state = read_state(ssh)
+    if state is None:
+        raise DeviceError(f"Device {ssh.device.label} is not set up; run: "
+                          f"edgepipe devices setup {ssh.device.name}")
+    _, digest = runner_package()
+    if state.get("edge_runner_sha256") != digest:
+        log(f"[{ssh.device.name}] edge_runner differs from this host's; copying it")
+        install_runner(ssh)
+        state["edge_runner_sha256"] = digest
+        ssh.put(json.dumps(state, indent=2).encode(), ssh.device.remote("setup.json"))
+    return state
+
+
+def setup_device(ssh: SSH, *, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Make the venv, install the runtime and the runner, and check they run. Idempotent."""
+    d = ssh.device
+    ver = python_version(ssh, d.python)
+    if ver < MIN_PYTHON:
+        raise DeviceError(f"Device {d.label}: Python {'.'.join(map(str, ver))} is too old; "
+                          f"edge-runner needs Python >= {'.'.join(map(str, MIN_PYTHON))}")
+    log(f"[{d.name}] python {'.'.join(map(str, ver))}")
+    if ssh.exists(d.venv_python):
+        log(f"[{d.name}] venv exists: {d.remote('venv')}")
+    else:
+        log(f"[{d.name}] creating venv {d.remote('venv')}")
+        ssh.run(["mkdir", "-p", d.remote_workdir], what="mkdir workdir")
+        try:
+            ssh.run([d.python, "-m", "venv", d.remote("venv")], what="python -m venv")
+        except RemoteCommandError as e:
+            raise DeviceError(f"{e}. On Debian/Raspberry Pi OS install python3-venv "
+                              "(sudo apt install python3-venv)") from None
+    reqs = REQUIREMENTS[d.runtime]
+    log(f"[{d.name}] pip install {' '.join(reqs)}")
+    ssh.run([d.venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+             "-q", *d.pip_args, *reqs], what="pip install " + " ".join(reqs))
+    digest = install_runner(ssh)
+    log(f"[{d.name}] edge_runner copied ({digest[:12]})")
+    from pipeline.devices.remote import info
+
+    board = info(ssh)
+    want = BACKEND_OF[d.runtime]
+    got = (board.get("runtime") or {}).get("backend")
+    if got != want:
+        raise DeviceError(f"Device {d.label}: edge-runner picked runtime {got!r} after installing "
+                          f"{d.runtime!r}; check the venv at {d.remote('venv')}")
+    state = {"runtime": d.runtime, "requirements": reqs, "python": ".".join(map(str, ver)),
+             "edge_runner_sha256": digest,
+             "runtime_version": (board.get("runtime") or {}).get("version")}
+    ssh.put(json.dumps(state, indent=2).encode(), d.remote("setup.json"))
+    return {**state, "info": board}
