@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "pipeline.cli.run",
     "pipeline.cli.export",
     "pipeline.cli.profile",
+    "pipeline.cli.devices",
+    "pipeline.cli.distill",
 )
 
 
