@@ -1,0 +1,135 @@
+"""Small tf_keras helpers shared by the TF-MOT wrappers: model checks, layer selection, fine-tuning."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import tf_keras as keras
+
+from pipeline.errors import UserError, did_you_mean
+
+#: weights that hold a layer's "kernel" (what pruning, clustering and sparsity reports look at)
+KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+
+
+def require_graph_model(model, what: str) -> None:
+    """Raise UserError unless `model` is a Sequential or functional tf_keras model."""
+    if not isinstance(model, keras.Model):
+        raise UserError(f"Expected a tf_keras Model for {what}. Received: model={type(model).__name__}")
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise UserError(
+            f"{what} needs a Sequential or functional model (TF-MOT clones the layer graph); "
+            f"subclassed models are not supported. Received: model={type(model).__name__}")
+
+
+def check_ratio(value, name: str, *, low_open: bool = False, high_closed: bool = False) -> float:
+    """Keras-style range check: [0, 1) by default; (0, 1] with low_open + high_closed."""
+    lo, hi = ("(" if low_open else "["), ("]" if high_closed else ")")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    ok = (v > 0 if low_open else v >= 0) and (v <= 1 if high_closed else v < 1)
+    if not ok:
+        raise UserError(f"Expected {name} in {lo}0, 1{hi}. Received: {name}={value}")
+    return v
+
+
+def flat_layers(model) -> list:
+    """All layers, nested models expanded, in model order."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(flat_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def kernels(layer) -> list:
+    """The kernel-like variables of a layer (unwrapping TF-MOT wrappers)."""
+    inner = getattr(layer, "layer", layer)
+    return [getattr(inner, a) for a in KERNEL_ATTRS if getattr(inner, a, None) is not None]
+
+
+def inner_name(layer) -> str:
+    return getattr(layer, "layer", layer).name
+
+
+def resolve_layers(model, candidates: Sequence[str], layers: Iterable[str] | None,
+                   skip: Iterable[str], *, what: str, skip_first: bool = False,
+                   skip_classifier: bool = False) -> list[str]:
+    """Names of the layers to transform: `layers` (default: all candidates) minus `skip`.
+
+    Unknown names are user errors with a suggestion; a name in `layers` that is not a candidate
+    (no weights this transform can use) is an error listing the candidates.
+    """
+    all_names = [layer.name for layer in flat_layers(model)]
+    for name in list(layers or []) + list(skip):
+        if name not in all_names:
+            raise UserError(f'Unknown layer "{name}" in {what}{did_you_mean(name, all_names)}; '
+                            f"layers: {', '.join(all_names)}")
+    if layers:
+        bad = [n for n in layers if n not in candidates]
+        if bad:
+            raise UserError(f"Layer(s) {', '.join(bad)} cannot be used for {what}; "
+                            f"candidates: {', '.join(candidates) or 'none'}")
+        chosen = [n for n in candidates if n in set(layers)]
+    else:
+        chosen = list(candidates)
+    skipped = set(skip)
+    if skip_first and candidates:
+        skipped.add(candidates[0])
+    if skip_classifier and candidates:
+        skipped.add(candidates[-1])
+    return [n for n in chosen if n not in skipped]
+
+
+def clone_with_weights(model):
+    """A fresh copy (new layer objects) of a Sequential/functional model with the same weights."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def outputs_softmax(model) -> bool:
+    """True when the model ends in a softmax (probabilities), False for logits."""
+    last = model.layers[-1]
+    last = getattr(last, "layer", last)
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    act = getattr(last, "activation", None)
+    return getattr(act, "__name__", "") == "softmax"
+
+
+def compile_for_finetune(model, reference=None, learning_rate: float = 1e-3,
+                         loss=None) -> None:
+    """Compile `model` for fine-tuning with a fresh Adam; loss from the output kind."""
+    if loss is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=not outputs_softmax(reference or model))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, int(np.ceil(n / batch_size)))
+
+
+def fit(model, x, y, *, epochs: int, batch_size: int = 32, callbacks: list | None = None,
+        validation_data=None, seed: int = 0, verbose: int = 0):
+    """model.fit with a seeded shuffle; returns the History."""
+    if epochs < 0:
+        raise UserError(f"Expected epochs >= 0. Received: epochs={epochs}")
+    keras.utils.set_random_seed(seed)
+    return model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=callbacks or [],
+                     validation_data=validation_data, shuffle=True, verbose=verbose)
+
+
+def map_layers(model, fn: Callable):
+    """clone_model with `fn(layer) -> layer`, recursing into nested models."""
+    def _clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=_clone)
+        return fn(layer)
+    return keras.models.clone_model(model, clone_function=_clone)

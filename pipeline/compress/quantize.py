@@ -1,0 +1,158 @@
+"""Quantization-aware training with TF-MOT: coverage check, scheme choice, annotation.
+
+Coverage follows TF-MOT's own default 8-bit registry (`Default8BitQuantizeRegistry.supports`)
+plus what its layout transforms handle (SeparableConv, BatchNormalization folded into a
+preceding Conv2D/DepthwiseConv2D/linear Dense). Everything else (Rescaling, Multiply, Conv1D,
+LayerNormalization, Lambda, TFOpLambda, nested models, ...) is reported by name.
+
+The scheme is chosen from the weights: a sparse model (pruned) gets
+`Default8BitPrunePreserveQuantizeScheme` (PQAT) so the int8 kernels keep their zeros; a clustered
+one gets `Default8BitClusterPreserveQuantizeScheme` (CQAT, sparsity preserved too when sparse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from pipeline.compress import _keras as K
+from pipeline.errors import UserError, did_you_mean
+
+PRESERVE = ("auto", "none", "sparsity", "clusters")
+#: a model counts as pruned when this fraction of its kernel weights are exact zeros
+SPARSE_THRESHOLD = 0.10
+#: a model counts as clustered when every kernel of at least this many weights holds at most
+#: CLUSTERED_MAX_UNIQUE distinct nonzero values
+CLUSTERED_MIN_SIZE = 512
+CLUSTERED_MAX_UNIQUE = 256
+
+_qk = tfmot.quantization.keras
+_BN_FOLD_INPUTS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+_TRANSFORMED = (keras.layers.SeparableConv2D, keras.layers.SeparableConv1D)
+
+
+def _registry():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (  # noqa: E501
+        Default8BitQuantizeRegistry)
+    return Default8BitQuantizeRegistry()
+
+
+def _inbound(layer) -> list:
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1:
+        return []
+    return list(np.atleast_1d(nodes[0].inbound_layers)) if nodes[0].inbound_layers else []
+
+
+def _supported(layer, registry) -> bool:
+    if isinstance(layer, keras.layers.InputLayer) or registry.supports(layer):
+        return True
+    if isinstance(layer, _TRANSFORMED):
+        return True
+    if isinstance(layer, keras.layers.BatchNormalization):
+        src = _inbound(layer)
+        if len(src) == 1 and isinstance(src[0], keras.layers.Reshape):
+            src = _inbound(src[0])
+        if len(src) == 1 and isinstance(src[0], _BN_FOLD_INPUTS):
+            act = getattr(src[0].activation, "__name__", "")
+            return not isinstance(src[0], keras.layers.Dense) or act == "linear"
+    return False
+
+
+def unsupported_layers(model) -> list[tuple[str, str]]:
+    """[(layer name, class name)] of the layers TF-MOT's default 8-bit QAT cannot quantize."""
+    K.require_graph_model(model, "quantization-aware training")
+    reg = _registry()
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.append((layer.name, f"nested {type(layer).__name__} model"))
+        elif not _supported(layer, reg):
+            out.append((layer.name, type(layer).__name__))
+    return out
+
+
+def detect_preserve(model) -> str:
+    """'sparsity', 'clusters', 'clusters+sparsity' or 'none', from the kernel weights."""
+    ks = [np.asarray(k.numpy()) for layer in K.flat_layers(model) for k in K.kernels(layer)]
+    total = sum(k.size for k in ks)
+    zeros = sum(k.size - np.count_nonzero(k) for k in ks)
+    sparse = bool(total) and zeros / total >= SPARSE_THRESHOLD
+    big = [k for k in ks if k.size >= CLUSTERED_MIN_SIZE]
+    clustered = bool(big) and all(len(np.unique(k[k != 0])) <= CLUSTERED_MAX_UNIQUE for k in big)
+    if clustered:
+        return "clusters+sparsity" if sparse else "clusters"
+    return "sparsity" if sparse else "none"
+
+
+def make_scheme(preserve: str):
+    """The TF-MOT QuantizeScheme for 'none' | 'sparsity' | 'clusters' | 'clusters+sparsity'."""
+    if preserve == "none":
+        return _qk.default_8bit.Default8BitQuantizeScheme()
+    if preserve == "sparsity":
+        return _qk.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    if preserve in ("clusters", "clusters+sparsity"):
+        # Not re-exported by tfmot 0.8.1's public API; this is its defining module.
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve.default_8bit_cluster_preserve_quantize_scheme import (  # noqa: E501
+            Default8BitClusterPreserveQuantizeScheme)
+        return Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve.endswith("sparsity"))
+    raise UserError(f'Unknown preserve "{preserve}"{did_you_mean(preserve, PRESERVE)}; '
+                    f"expected one of: {', '.join(PRESERVE)}")
+
+
+@dataclass
+class QATInfo:
+    """What `quantize_aware` did: the scheme and the layers left in float."""
+
+    preserve: str
+    scheme: str
+    float_layers: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"preserve": self.preserve, "scheme": self.scheme, "float_layers": self.float_layers}
+
+
+def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "auto"):
+    """Annotate and apply TF-MOT QAT; returns (qat model, QATInfo). The model is uncompiled.
+
+    Unsupported layers are a UserError naming them, unless `skip_unsupported` (then only the
+    supported layers are annotated and the rest stay float, listed in `QATInfo.float_layers`).
+    `preserve="auto"` picks the collaborative scheme from the weights (see `detect_preserve`).
+    """
+    K.require_graph_model(model, "quantization-aware training")
+    if preserve not in PRESERVE and preserve != "clusters+sparsity":
+        raise UserError(f'Unknown preserve "{preserve}"{did_you_mean(preserve, PRESERVE)}; '
+                        f"expected one of: {', '.join(PRESERVE)}")
+    bad = unsupported_layers(model)
+    if bad and not skip_unsupported:
+        names = ", ".join(f"{n} ({c})" for n, c in bad)
+        raise UserError(f"QAT cannot quantize layer(s): {names}; set skip_unsupported: true to "
+                        f"leave them in float, or remove them")
+    chosen = detect_preserve(model) if preserve == "auto" else preserve
+    scheme = make_scheme(chosen)
+    skipped = {n for n, _ in bad}
+    base = K.clone_with_weights(model)
+    if skipped:
+        def annotate(layer):
+            if layer.name in skipped or isinstance(layer, keras.layers.InputLayer):
+                return layer
+            return _qk.quantize_annotate_layer(layer)
+        annotated = keras.models.clone_model(base, clone_function=annotate)
+    else:
+        annotated = _qk.quantize_annotate_model(base)
+    with _qk.quantize_scope():
+        qat = _qk.quantize_apply(annotated, scheme)
+    return qat, QATInfo(chosen, type(scheme).__name__, sorted(skipped))
+
+
+def qat_finetune(model, x, y, *, epochs: int, batch_size: int = 32, skip_unsupported: bool = False,
+                 preserve: str = "auto", learning_rate: float = 1e-4, validation_data=None,
+                 seed: int = 0):
+    """`quantize_aware` then fine-tune on (x, y); returns (trained QAT model, QATInfo)."""
+    qat, info = quantize_aware(model, skip_unsupported=skip_unsupported, preserve=preserve)
+    K.compile_for_finetune(qat, model, learning_rate)
+    K.fit(qat, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data, seed=seed)
+    return qat, info
