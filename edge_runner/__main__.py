@@ -1,0 +1,5 @@
+"""`python -m edge_runner ...` is the same as the `edge-runner` command."""
+
+from edge_runner.cli import main
+
+raise SystemExit(main())

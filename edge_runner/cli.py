@@ -1,0 +1,212 @@
+"""`edge-runner` command line (argparse only: boards have no click).
+
+  edge-runner bench MODEL.tflite [--threads N --warmup N --min-runs N --min-seconds S
+                                   --max-seconds S --cooldown S --repeats N --backend B
+                                   --no-xnnpack --json]
+  edge-runner verify MODEL.tflite GOLDEN.npz [--atol X --mode M --threads N --backend B --json]
+  edge-runner info [--backend B --json]
+
+Exit codes: 0 ok, 1 verification failed, 2 user error (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional
+
+from edge_runner import __version__
+from edge_runner.errors import RunnerError
+
+PROG = "edge-runner"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Run, verify and time a .tflite model on this machine.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    bench = sub.add_parser("bench", help="time a model (warm-up, min runs/seconds, percentiles)")
+    bench.add_argument("model", metavar="MODEL", help=".tflite file")
+    bench.add_argument("--threads", type=_positive_int, default=1)
+    bench.add_argument("--warmup", type=_non_negative_int, default=10, help="warm-up runs")
+    bench.add_argument("--min-runs", type=_positive_int, default=50)
+    bench.add_argument("--min-seconds", type=_seconds, default=1.0)
+    bench.add_argument("--max-seconds", type=_seconds, default=None,
+                       help="cap on each repeat's timed loop")
+    bench.add_argument("--cooldown", type=_seconds, default=0.0, help="sleep between repeats")
+    bench.add_argument("--repeats", type=_positive_int, default=1)
+    bench.add_argument("--backend", default=None, help="litert | tflite-runtime | tensorflow")
+    bench.add_argument("--no-xnnpack", action="store_true", help="disable the XNNPACK delegate")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    verify = sub.add_parser("verify", help="compare outputs with golden outputs (exit 1 on fail)")
+    verify.add_argument("model", metavar="MODEL", help=".tflite file")
+    verify.add_argument("golden", metavar="GOLDEN", help=".npz with inputs, outputs")
+    verify.add_argument("--atol", type=_seconds, default=None,
+                        help="max abs difference allowed (default: per quantization mode)")
+    verify.add_argument("--mode", default=None,
+                        help="fp32 | float16 | dynamic | int8 | int16x8 (default: from golden)")
+    verify.add_argument("--threads", type=_positive_int, default=1)
+    verify.add_argument("--backend", default=None)
+    verify.add_argument("--no-xnnpack", action="store_true")
+    verify.add_argument("--json", action="store_true")
+
+    info = sub.add_parser("info", help="CPU, frequency, governor, temperature, runtime")
+    info.add_argument("--backend", default=None)
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def _fmt(value, spec: str = ".3f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def _ms(value: float) -> str:
+    """Milliseconds with 4 significant digits (sub-millisecond models stay readable)."""
+    return f"{value:.3f}" if value >= 10 else f"{value:.4g}"
+
+
+def _system_lines(s: dict) -> list:
+    freq = s.get("cpufreq") or {}
+    thr = s.get("throttling")
+    throttled = "n/a" if thr is None else (
+        "no" if not (thr["any_now"] or thr["any_occurred"])
+        else ",".join(k for k, v in thr["flags"].items() if v) + f" ({thr['raw']})")
+    cores = s.get("cores") or {}
+    return [
+        f"cpu          {s.get('cpu_model') or 'n/a'}" + (f" [{s['board']}]" if s.get("board")
+                                                          else ""),
+        f"cores        {cores.get('logical')} (usable {cores.get('usable')})",
+        f"governor     {freq.get('governor') or 'n/a'}",
+        f"frequency    {_fmt(freq.get('cur_mhz'), '.0f', ' MHz')} "
+        f"(min {_fmt(freq.get('min_mhz'), '.0f')}, max {_fmt(freq.get('max_mhz'), '.0f')})",
+        f"temperature  {_fmt(s.get('temperature_c'), '.1f', ' C')}",
+        f"throttled    {throttled}",
+        f"load         {s.get('loadavg')}",
+    ]
+
+
+def _print_bench(r: dict) -> None:
+    lat = r["latency_ms"]
+    m = r["model"]
+    lines = [
+        f"model        {m['path']} ({m['size_bytes']} bytes, sha256 {m['sha256'][:12]})",
+        f"runtime      {r['backend']} {r['backend_version']}, threads {r['threads']}, "
+        f"xnnpack {'on' if r['xnnpack'] else 'off'}, python {r['python']}",
+        f"runs         {r['runs']} timed ({r['repeats']} repeat(s)), {r['warmup']} warm-up",
+        f"init         {r['init_ms']:.2f} ms   first inference {r['first_inference_ms']:.3f} ms",
+        f"latency ms   mean {_ms(lat['mean'])}  std {_ms(lat['std'])}  cv {100 * lat['cv']:.1f}%",
+        "             " + "  ".join(f"{k} {_ms(lat[k])}" for k in ("min", "p50", "p90", "p99", "max")),
+    ]
+    if r["repeats"] > 1:
+        lines.append(f"p50 spread   {100 * r['p50_spread']:.1f}% across repeats")
+    lines.append(f"peak RSS     {r['peak_rss_kb']} KB")
+    lines += _system_lines(r["system_after"])
+    print("\n".join(lines))
+
+
+def _print_verify(r: dict) -> None:
+    verdict = "PASS" if r["passed"] else "FAIL"
+    agree = "n/a" if r["argmax_agreement"] is None else f"{r['argmax_agreement']:.4f}"
+    print(f"{verdict}  {r['model']} vs {r['golden']}\n"
+          f"mode {r['mode']}, n {r['n']}, max abs diff {_fmt(r['max_abs_diff'], '.3g')} "
+          f"(tolerance {r['tolerance']:.3g}), mean abs diff {_fmt(r['mean_abs_diff'], '.3g')}, "
+          f"argmax agreement {agree}\n"
+          f"runtime {r['backend']} {r['backend_version']}, threads {r['threads']}")
+    for reason in r["reasons"]:
+        print(f"  - {reason}")
+
+
+def _run(args) -> int:
+    if args.command == "bench":
+        from edge_runner.bench import benchmark
+
+        result = benchmark(args.model, threads=args.threads, warmup=args.warmup,
+                           min_runs=args.min_runs, min_seconds=args.min_seconds,
+                           max_seconds=args.max_seconds, cooldown_s=args.cooldown,
+                           repeats=args.repeats, backend=args.backend,
+                           xnnpack=not args.no_xnnpack, seed=args.seed)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            _print_bench(result)
+        return 0
+    if args.command == "verify":
+        from edge_runner.verify import verify
+
+        result = verify(args.model, args.golden, atol=args.atol, mode=args.mode,
+                        threads=args.threads, backend=args.backend, xnnpack=not args.no_xnnpack)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            _print_verify(result)
+        return 0 if result["passed"] else 1
+    # info
+    from edge_runner import backends, sysinfo
+
+    impl = backends.resolve(args.backend)
+    result = sysinfo.collect(runtime={"backend": impl.name, "version": impl.version})
+    result["backends_found"] = backends.available()
+    result["edge_runner"] = __version__
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"runtime      {impl.name} {impl.version} (found: "
+              f"{', '.join(k for k, v in result['backends_found'].items() if v)})")
+        print(f"python       {result['python']} on {result['platform']}")
+        print("\n".join(_system_lines(result)))
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except RunnerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `edge-runner bench ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
