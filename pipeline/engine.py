@@ -123,12 +123,20 @@ def _resolve_from(recipe: Recipe, from_stage: str | None) -> int | None:
                     f"{did_you_mean(from_stage, names + dirs)}; stages: {', '.join(dirs)}")
 
 
+def _preflight(recipe: Recipe) -> None:
+    """Input files the recipe names must exist before any stage starts."""
+    for what, path in (("model file", recipe.model.path), ("dataset path", recipe.dataset.path)):
+        if path and not Path(path).exists():
+            raise UserError(f"{what} not found: {path}")
+
+
 def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
         force: bool = False, recipe_text: str | None = None) -> list[StageRecord]:
     """Run (or resume) the recipe in `run_dir`. Returns every stage's record."""
     from pipeline.stages import STAGES
 
     run_dir = Path(run_dir)
+    _preflight(recipe)
     start_at = 0 if force else _resolve_from(recipe, from_stage)
     plans = plan(recipe)
     records: list[StageRecord] = []

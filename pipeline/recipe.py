@@ -54,10 +54,10 @@ class Recipe(BaseModel):
 
     @field_validator("stages", mode="before")
     @classmethod
-    def _parse_stages(cls, v: Any) -> Any:
+    def _stage_list(cls, v: Any) -> Any:
         if not isinstance(v, list):
             raise ValueError("stages must be a list of {stage_name: settings}")
-        return [_parse_stage(i, e) for i, e in enumerate(v)]
+        return [e if isinstance(e, StageEntry) else _parse_stage(e) for e in v]
 
     def to_json(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude={"stages"})
@@ -65,11 +65,8 @@ class Recipe(BaseModel):
         return d
 
 
-class _StageValueError(ValueError):
-    pass
-
-
-def _parse_stage(i: int, entry: Any) -> StageEntry:
+def _parse_stage(entry: Any) -> StageEntry:
+    """One `- name: {settings}` entry. Raises ValueError (bad entry) or ValidationError."""
     from pipeline.stages import STAGES
 
     if isinstance(entry, str):
@@ -97,13 +94,30 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
             node = nxt
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
-            if isinstance(node, yaml.MappingNode) and len(node.value) == 1:
-                # a stage entry `- name: {settings}`: descend into its settings
-                node = node.value[0][1]
         else:
             break
         line = node.start_mark.line + 1
     return line
+
+
+def _validate_stages(data: dict[str, Any]) -> list[dict]:
+    """Parse `stages` entry by entry so each error carries its own location; replaces the raw
+    entries in `data` with the parsed ones. Returns pydantic-style error dicts."""
+    raw = data.get("stages")
+    if not isinstance(raw, list):
+        return []
+    errors, parsed = [], []
+    for i, entry in enumerate(raw):
+        try:
+            parsed.append(_parse_stage(entry))
+        except ValidationError as e:
+            name = next(iter(entry)) if isinstance(entry, dict) else entry
+            errors += [{**err, "loc": ("stages", i, name, *err["loc"])} for err in e.errors()]
+        except ValueError as e:
+            errors.append({"type": "value_error", "loc": ("stages", i), "msg": str(e)})
+    if not errors:
+        data["stages"] = parsed
+    return errors
 
 
 def _format_error(err: dict, root: yaml.Node | None, source: str) -> str:
@@ -125,17 +139,15 @@ def _fields_at(loc: tuple) -> list[str]:
     from pipeline.stages import STAGES
 
     model: Any = Recipe
-    for key in loc:
-        if model is Recipe and key == "stages":
+    if loc[:1] == ("stages",):
+        if len(loc) < 3 or loc[2] not in STAGES:
             return []
+        model, loc = STAGES[loc[2]].Config, loc[3:]
+    for key in loc:
         fields = getattr(model, "model_fields", {})
         if key in fields:
             ann = fields[key].annotation
             model = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
-        elif isinstance(key, int):
-            continue
-        elif key in STAGES:
-            model = STAGES[key].Config
     return list(getattr(model, "model_fields", {}))
 
 
@@ -149,12 +161,16 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with name, dataset, model, stages")
+    errors = _validate_stages(data)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        errors = [_format_error(err, root, source) for err in e.errors()]
+        errors += [err for err in e.errors() if not errors or err["loc"][:1] != ("stages",)]
+    if errors:
+        errors = [_format_error(err, root, source) for err in errors]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RecipeError(errors[0] + more) from None
+    return recipe
 
 
 def load(path: str | Path) -> Recipe:

@@ -1,0 +1,123 @@
+"""The CLI: every user error is one line on stderr, exit code 2, and nothing written."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from tests.helpers import TINY_RECIPE, tiny_model, write_recipe
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def _one_line_error(result, expected_start: str):
+    """Exit 2, no traceback, exactly one error line (progress lines may precede it)."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: " + expected_start), errors[0]
+    return errors[0]
+
+
+def _files(tmp_path):
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+
+def test_recipe_missing(cli, tmp_path):
+    _one_line_error(cli("run", "nope.yaml"), "recipe file not found: nope.yaml")
+    assert _files(tmp_path) == []
+
+
+def test_recipe_yaml_syntax_error(cli, tmp_path):
+    write_recipe(tmp_path, "name: x\nstages: [\n")
+    _one_line_error(cli("run", "recipe.yaml"), "recipe.yaml:3: YAML syntax error")
+    assert _files(tmp_path) == ["recipe.yaml"]
+
+
+@pytest.mark.parametrize("old,new,start", [
+    ("  - report", "  - reprt", "recipe.yaml:11: stages.3: unknown stage 'reprt' (did you mean"),
+    ("{epochs: 3,", "{epochz: 3,", "recipe.yaml:8: stages.0.train.epochz: unknown key (did you mean"),
+    ("epochs: 3", "epochs: -1", "recipe.yaml:8: stages.0.train.epochs: Input should be greater"),
+    ("name: digits", "name: mnist", "recipe.yaml:3: dataset.name: unknown dataset 'mnist'"),
+])
+def test_bad_recipes(cli, tmp_path, old, new, start):
+    write_recipe(tmp_path, TINY_RECIPE.replace(old, new))
+    _one_line_error(cli("run", "recipe.yaml"), start)
+    _one_line_error(cli("recipe", "check", "recipe.yaml"), start)
+    assert _files(tmp_path) == ["recipe.yaml"]
+
+
+def test_recipe_check_and_schema(cli, tmp_path):
+    write_recipe(tmp_path)
+    r = cli("recipe", "check", "recipe.yaml")
+    assert r.exit_code == 0 and r.stdout.strip() == (
+        "ok: recipe.yaml: 4 stages: train -> export -> profile -> report")
+    schema = json.loads(cli("recipe", "schema").stdout)
+    assert schema["title"] == "edgepipe recipe"
+
+
+def test_model_file_missing_or_corrupt(cli, tmp_path):
+    _one_line_error(cli("export", "m.keras"), "model file not found: m.keras")
+    (tmp_path / "m.keras").write_bytes(b"garbage")
+    _one_line_error(cli("export", "m.keras", "--mode", "int8"),
+                    "cannot load model m.keras (corrupt or not a Keras model)")
+    assert _files(tmp_path) == ["m.keras"]
+
+
+def test_recipe_with_missing_model_file_writes_no_stage(cli, tmp_path):
+    write_recipe(tmp_path, TINY_RECIPE.replace("zoo: small_cnn\n  options: {filters: [4], "
+                                               "dense: 16, dropout: 0.0}", "path: gone.keras"))
+    _one_line_error(cli("run", "recipe.yaml", "--out", "run"), "model file not found: gone.keras")
+    assert not [f for f in _files(tmp_path) if f.startswith("run/0")]
+
+
+def test_dataset_shape_not_matching_the_model(cli, tmp_path):
+    tiny_model().save(tmp_path / "m.keras")
+    write_recipe(tmp_path, TINY_RECIPE.replace("zoo: small_cnn\n  options: {filters: [4], "
+                                               "dense: 16, dropout: 0.0}", "path: m.keras")
+                 .replace("input_size: [8, 8]", "input_size: [16, 16]"))
+    _one_line_error(cli("run", "recipe.yaml", "--out", "run"),
+                    "dataset samples have shape [16, 16, 1] but the model expects [8, 8, 1]")
+    assert not [f for f in _files(tmp_path) if f.startswith("run/0")]
+
+
+def test_unknown_mode_and_dataset_on_export(cli, tmp_path):
+    tiny_model().save(tmp_path / "m.keras")
+    _one_line_error(cli("export", "m.keras", "--mode", "int4"), "unknown TFLite mode 'int4'")
+    _one_line_error(cli("export", "m.keras", "--data", "digts"),
+                    "--data: unknown dataset 'digts' (did you mean \"digits\"?)")
+    assert _files(tmp_path) == ["m.keras"]
+
+
+def test_profile_rejects_a_file_that_is_not_tflite(cli, tmp_path):
+    (tmp_path / "x.tflite").write_bytes(b"\0" * 100)
+    _one_line_error(cli("profile", "x.tflite"), "x.tflite is not a TFLite file")
+
+
+@pytest.mark.slow
+def test_ad_hoc_export_then_profile(cli, tmp_path):
+    tiny_model().save(tmp_path / "m.keras")
+    r = cli("export", "m.keras", "--mode", "int8", "--data", "digits", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["path"] == "m_int8.tflite" and m["quantization"] == "int8"
+    r = cli("profile", "m_int8.tflite", "--min-runs", "5", "--min-seconds", "0", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["latency_ms"]["p50"] > 0
+
+
+def test_verbose_shows_the_traceback(cli):
+    from pipeline.errors import RecipeError
+
+    with pytest.raises(RecipeError):
+        cli("--verbose", "run", "nope.yaml")

@@ -1,0 +1,144 @@
+"""The staged runner: resume, fingerprints, atomic commits, kill -9, the report contract."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import engine, recipe
+from pipeline.errors import GateError, UserError
+from tests.helpers import TINY_RECIPE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    records = engine.run(recipe.parse(TINY_RECIPE), run_dir, recipe_text=TINY_RECIPE)
+    return run_dir, records
+
+
+def _mtimes(run_dir):
+    return {d.name: (d / "manifest.json").stat().st_mtime_ns
+            for d in run_dir.iterdir() if d.is_dir() and not d.name.startswith(".")}
+
+
+def test_every_stage_has_artifacts_metrics_and_manifest(done_run):
+    run_dir, records = done_run
+    assert [r.dir.name for r in records] == ["01_train", "02_export", "03_profile", "04_report"]
+    for r in records:
+        m = json.loads((r.dir / "manifest.json").read_text())
+        assert len(m["fingerprint"]) == 64 and (r.dir / "metrics.json").is_file()
+        assert {"recipe", "inputs", "seed", "versions"} <= set(m["provenance"])
+        for a in r.artifacts:
+            assert (run_dir / a.path).is_file()
+    assert (run_dir / "01_train" / "model.keras").is_file()
+    assert sorted(p.name for p in (run_dir / "02_export").glob("*.tflite")) == [
+        "model_fp32.tflite", "model_int8.tflite"]
+
+
+def test_report_json_contract(done_run):
+    run_dir, _ = done_run
+    rep = json.loads((run_dir / "report.json").read_text())
+    assert rep["recipe"]["name"] == "tiny"
+    rows = {r["path"]: r for r in rep["artifacts"]}
+    assert set(rows) == {"01_train/model.keras", "02_export/model_fp32.tflite",
+                         "02_export/model_int8.tflite"}
+    for r in rows.values():
+        assert {"stage", "name", "path", "format", "quantization", "params", "nonzero_params",
+                "size_bytes", "gzip_bytes", "accuracy", "latency_ms"} <= set(r)
+    int8 = rows["02_export/model_int8.tflite"]
+    assert int8["format"] == "tflite" and int8["quantization"] == "int8"
+    assert int8["size_bytes"] == (run_dir / int8["path"]).stat().st_size
+    assert 0 < int8["gzip_bytes"] and 0.3 < int8["accuracy"] <= 1
+    host = int8["latency_ms"]["host"]
+    assert {"p50", "p90", "p99", "mean", "std", "threads"} <= set(host) and host["p50"] > 0
+    fp32 = rows["02_export/model_fp32.tflite"]
+    assert fp32["accuracy"] == pytest.approx(rows["01_train/model.keras"]["accuracy"], abs=0.01)
+    for f in ("report.md", "report.html", "plot.png"):
+        assert (run_dir / f).stat().st_size > 100
+    assert "model_int8.tflite" in (run_dir / "report.md").read_text()
+
+
+def test_unchanged_rerun_runs_nothing(done_run):
+    run_dir, _ = done_run
+    before = _mtimes(run_dir)
+    t0 = time.time()
+    engine.run(recipe.parse(TINY_RECIPE), run_dir)
+    assert time.time() - t0 < 20
+    assert _mtimes(run_dir) == before
+    assert [r["state"] for r in engine.status(run_dir)] == ["done"] * 4
+
+
+def test_changing_a_stage_reruns_it_and_everything_after(done_run, tmp_path):
+    run_dir, _ = done_run
+    before = _mtimes(run_dir)
+    changed = TINY_RECIPE.replace("min_runs: 5", "min_runs: 6")
+    assert [r["state"] for r in engine.status(run_dir, recipe.parse(changed))] == [
+        "done", "done", "stale", "stale"]
+    engine.run(recipe.parse(changed), run_dir)
+    after = _mtimes(run_dir)
+    assert after["01_train"] == before["01_train"] and after["02_export"] == before["02_export"]
+    assert after["03_profile"] != before["03_profile"] and after["04_report"] != before["04_report"]
+    engine.run(recipe.parse(TINY_RECIPE), run_dir, from_stage="report")
+    assert _mtimes(run_dir)["02_export"] == before["02_export"]
+
+
+def test_from_names_an_unknown_stage(done_run):
+    run_dir, _ = done_run
+    with pytest.raises(UserError, match='^--from: no stage \'reprt\' in this recipe \\(did you mean '
+                                        '"report"\\?\\); stages: 01_train, 02_export, 03_profile, '
+                                        '04_report$'):
+        engine.run(recipe.parse(TINY_RECIPE), run_dir, from_stage="reprt")
+
+
+def test_a_tampered_artifact_makes_its_stage_rerun(done_run):
+    run_dir, _ = done_run
+    p = run_dir / "02_export" / "model_int8.tflite"
+    data = p.read_bytes()
+    p.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert [r["state"] for r in engine.status(run_dir)][1] == "stale"
+    engine.run(recipe.parse(TINY_RECIPE), run_dir)
+    assert p.read_bytes() == data  # conversion is deterministic; the file is whole again
+
+
+def test_a_failing_stage_leaves_nothing_that_looks_finished(tmp_path):
+    text = TINY_RECIPE.split("stages:")[0] + (
+        "stages: [report, {export: {modes: [fp32, dynamic]}}]\ngates: {min_accuracy: 0.99}\n")
+    with pytest.raises(GateError, match=r"^gate failed: model_fp32.tflite: accuracy 0\.\d+ < "
+                                        r"min_accuracy 0.99 \(and 1 more\)$"):
+        engine.run(recipe.parse(text), tmp_path)  # the untrained model cannot pass
+    assert (tmp_path / "01_report" / "manifest.json").is_file()
+    assert not (tmp_path / "02_export").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_kill_9_mid_stage_then_resume(tmp_path):
+    """SIGKILL while the train stage runs: no finished-looking folder; the next run completes."""
+    slow = TINY_RECIPE.replace("epochs: 2", "epochs: 200")
+    rfile = tmp_path / "r.yaml"
+    rfile.write_text(slow)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(rfile), "--out",
+                             str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(run_dir.glob(".01_train.tmp-*")):
+            time.sleep(0.2)
+        assert list(run_dir.glob(".01_train.tmp-*")), "the train stage never started"
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (run_dir / "01_train").exists()
+    assert [r["state"] for r in engine.status(run_dir)] == ["missing"] * 4
+    rfile.write_text(TINY_RECIPE)
+    engine.run(recipe.load(rfile), run_dir)
+    assert [r["state"] for r in engine.status(run_dir, recipe.load(rfile))] == ["done"] * 4
+    assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]

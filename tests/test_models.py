@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from pipeline import models
+from pipeline.errors import UserError
+from tests.helpers import tiny_model
+
+
+def test_spec_shorthands():
+    assert models.ModelSpec.model_validate("small_cnn").zoo == "small_cnn"
+    assert models.ModelSpec.model_validate("keras.applications.MobileNetV2").application == "MobileNetV2"
+    assert models.ModelSpec.model_validate("m/model.keras").path == "m/model.keras"
+    with pytest.raises(ValueError, match="give exactly one of zoo, application, path"):
+        models.ModelSpec(zoo="small_cnn", path="x.keras")
+
+
+def test_zoo_mobilenet_family_scales_with_width_and_depth():
+    small = models.from_spec({"zoo": "mobilenet", "options": {"width": 0.5, "blocks": [1, 1, 1]}},
+                             (32, 32, 1), 10)
+    big = models.from_spec({"zoo": "mobilenet", "options": {"width": 1.0, "blocks": [1, 2, 2],
+                                                            "kernel": 5}}, (32, 32, 1), 10)
+    assert small.count_params() < big.count_params()
+    assert small.output_shape == (None, 10)
+    with pytest.raises(UserError, match=r"^zoo model mobilenet: Expected width in \(0, 4\]\. "
+                                        r"Received: width=0$"):
+        models.from_spec({"zoo": "mobilenet", "options": {"width": 0}}, (32, 32, 1), 10)
+
+
+def test_keras_applications_without_weights():
+    m = models.from_spec("keras.applications.MobileNetV2", (32, 32, 3), 7)
+    assert m.output_shape == (None, 7)
+    with pytest.raises(UserError, match='unknown keras.applications model \'MobileNetV3\''):
+        models.from_spec({"application": "MobileNetV3"}, (32, 32, 3), 7)
+
+
+def test_save_load_roundtrip_and_describe(tmp_path):
+    m = tiny_model()
+    m.compile("adam", "sparse_categorical_crossentropy")
+    p = tmp_path / "m.keras"
+    models.save_model(m, p)
+    back = models.load_model(p)
+    x = np.random.default_rng(0).random((4, 8, 8, 1), np.float32)
+    np.testing.assert_allclose(back.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+    d = models.describe(back, p)
+    assert d["params"] == m.count_params() and d["size_bytes"] == p.stat().st_size
+    assert [x.name for x in tmp_path.iterdir()] == ["m.keras"]
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(UserError, match="^model file not found: .*nope.keras$"):
+        models.load_model(tmp_path / "nope.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"^cannot load model .*bad.keras \(corrupt or not a Keras "
+                                        r"model\)"):
+        models.load_model(bad)
+    txt = tmp_path / "m.txt"
+    txt.write_text("x")
+    with pytest.raises(UserError, match="expected a .keras or .h5 file or a SavedModel folder$"):
+        models.load_model(txt)
+
+
+def test_lambda_model_is_refused_in_safe_mode(tmp_path):
+    import tf_keras as keras
+
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2.0)(inp)
+    p = tmp_path / "lam.keras"
+    keras.Model(inp, out).save(p)
+    with pytest.raises(UserError, match=r"carries Python code \(a Lambda layer\) and is refused in "
+                                        r"safe mode; .*pass --unsafe"):
+        models.load_model(p)
+    assert models.load_model(p, unsafe=True).predict(np.ones((1, 4)), verbose=0)[0, 0] == 2.0
+
+
+def test_input_shape_mismatch_is_one_line():
+    with pytest.raises(UserError, match=r"^dataset samples have shape \[16, 16, 1\] but the model "
+                                        r"expects \[8, 8, 1\]; set dataset.input_size"):
+        models.check_input(tiny_model(), (16, 16, 1))

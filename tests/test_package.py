@@ -1,0 +1,23 @@
+"""The package's promises about imports: legacy Keras inside the pipeline, a light CLI import."""
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_tf_keras_is_tf_keras_inside_the_pipeline():
+    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+            "import pipeline, tensorflow as tf, tf_keras\n"
+            "print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.Model is tf_keras.Model)")
+    assert _run(code) == "1 True"
+
+
+def test_importing_the_cli_does_not_import_tensorflow():
+    code = ("import sys, pipeline.cli\n"
+            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras_tuner') if m in sys.modules))")
+    assert _run(code) == "[]"
