@@ -83,6 +83,10 @@ def test_loss_equals_hand_computed_value_with_kl_teacher_first():
     assert got["student_loss"] == pytest.approx(ce, rel=1e-5)
     assert got["distillation_loss"] == pytest.approx(kl, rel=1e-5)
     assert got["accuracy"] == pytest.approx(np.mean(s_logits.argmax(-1) == y))
+    # epoch metrics weigh examples, not batches: 32 = 10 + 10 + 10 + 2 gives the same numbers
+    got10 = d.evaluate(x, y, batch_size=10, verbose=0, return_dict=True)
+    assert got10["loss"] == pytest.approx(want, rel=1e-5)
+    assert got10["distillation_loss"] == pytest.approx(kl, rel=1e-5)
     # train_step reports the loss of the batch before its update: the same number
     hist = d.fit(x, y, batch_size=N, epochs=1, verbose=0, shuffle=False)
     assert hist.history["loss"][0] == pytest.approx(want, rel=1e-5)
@@ -100,6 +104,27 @@ def test_one_hot_labels_and_sample_weight():
     w[:5] = 1.0
     weighted = d.compute_losses(x, y, sample_weight=w)["loss"].numpy()
     assert weighted == pytest.approx(d.compute_losses(x[:5], y[:5])["loss"].numpy(), rel=1e-5)
+
+
+def test_unlabeled_examples_get_the_distillation_term_only():
+    x, y = _data()
+    teacher, student = _linear_teacher(), _student(softmax_layer=False)
+    t_logits = teacher.predict(x, verbose=0)  # probabilities: log p are logits up to a shift
+    s_logits = student.predict(x, verbose=0)
+    T, alpha = 2.0, 0.4
+    y_partial = y.copy()
+    y_partial[8:] = -1
+    _, ce, _, _ = _hand_loss(np.log(t_logits[:8]), s_logits[:8], y[:8], T, alpha)
+    _, _, kl, _ = _hand_loss(np.log(t_logits), s_logits, y, T, alpha)
+    want = alpha * ce * 8 / N + (1 - alpha) * kl
+    d = Distiller(teacher, student, temperature=T, alpha=alpha)
+    d.compile(optimizer="sgd")
+    got = d.evaluate(x, y_partial, batch_size=10, verbose=0, return_dict=True)
+    assert got["loss"] == pytest.approx(want, rel=1e-4)
+    assert got["student_loss"] == pytest.approx(ce, rel=1e-4)  # over the labeled 8 only
+    assert got["accuracy"] == pytest.approx(np.mean(s_logits[:8].argmax(-1) == y[:8]))
+    y_partial[8:] = -7  # which negative value does not matter
+    assert d.evaluate(x, y_partial, batch_size=N, verbose=0)[0] == pytest.approx(want, rel=1e-4)
 
 
 def test_teacher_frozen_student_trained():

@@ -159,7 +159,9 @@ class Distiller(keras.Model):
 
     Metrics (fit/evaluate logs): loss (the weighted total), student_loss (CE at T=1),
     distillation_loss (KL * T**2), feature_loss (when feature pairs are given), accuracy
-    (the student's). Save `distiller.student`, never the Distiller.
+    (the student's). Integer labels < 0 mark unlabeled examples: they get the distillation
+    (and feature) terms only, and count in neither student_loss nor accuracy - so images
+    without labels can serve as a transfer set. Save `distiller.student`, never the Distiller.
     """
 
     def __init__(self, teacher: keras.Model, student: keras.Model, *, temperature: float = 4.0,
@@ -240,9 +242,12 @@ class Distiller(keras.Model):
                 and s_logits.shape[-1] != 1:
             ce = tf.nn.softmax_cross_entropy_with_logits(tf.cast(y, tf.float32), s_logits)
             labels = tf.argmax(y, axis=-1)
-        else:
+            labeled = tf.ones_like(ce)
+        else:  # integer labels; a negative label marks an unlabeled example (KD term only)
             labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, s_logits)
+            labeled = tf.cast(labels >= 0, tf.float32)
+            labels = tf.maximum(labels, 0)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, s_logits) * labeled
         log_p = tf.nn.log_softmax(t_logits / T, axis=-1)   # teacher: the target distribution
         log_q = tf.nn.log_softmax(s_logits / T, axis=-1)   # student
         kd = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1) * (T * T)
@@ -258,24 +263,25 @@ class Distiller(keras.Model):
                 parts.append(tf.reduce_mean(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=-1))
             feat = tf.add_n(parts) / float(len(parts))
             per_example = per_example + self.feature_weight * feat
-        w = None if sample_weight is None else tf.cast(tf.reshape(sample_weight, [-1]),
-                                                       tf.float32)
-
-        def mean(v):
-            if w is None:
-                return tf.reduce_mean(v)
-            return tf.math.divide_no_nan(tf.reduce_sum(v * w), tf.reduce_sum(w))
-
-        return {"loss": mean(per_example), "student_loss": mean(ce), "distillation_loss": mean(kd),
-                "feature_loss": mean(feat), "labels": labels,
-                "predictions": tf.argmax(s_logits, axis=-1), "weights": w}
+        w = tf.ones_like(ce) if sample_weight is None else \
+            tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        w_labeled = w * labeled
+        n, n_labeled = tf.reduce_sum(w), tf.reduce_sum(w_labeled)
+        return {"loss": tf.math.divide_no_nan(tf.reduce_sum(per_example * w), n),
+                "student_loss": tf.math.divide_no_nan(tf.reduce_sum(ce * w), n_labeled),
+                "distillation_loss": tf.math.divide_no_nan(tf.reduce_sum(kd * w), n),
+                "feature_loss": tf.math.divide_no_nan(tf.reduce_sum(feat * w), n),
+                "n": n, "n_labeled": n_labeled, "labels": labels,
+                "predictions": tf.argmax(s_logits, axis=-1), "weights": w_labeled}
 
     def _track(self, parts: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        self.loss_tracker.update_state(parts["loss"])
-        self.student_loss_tracker.update_state(parts["student_loss"])
-        self.distill_loss_tracker.update_state(parts["distillation_loss"])
+        """Epoch metrics are example-weighted means (a short last batch counts for less)."""
+        self.loss_tracker.update_state(parts["loss"], sample_weight=parts["n"])
+        self.student_loss_tracker.update_state(parts["student_loss"],
+                                               sample_weight=parts["n_labeled"])
+        self.distill_loss_tracker.update_state(parts["distillation_loss"], sample_weight=parts["n"])
         if self.feature_pairs:
-            self.feature_loss_tracker.update_state(parts["feature_loss"])
+            self.feature_loss_tracker.update_state(parts["feature_loss"], sample_weight=parts["n"])
         self.accuracy_metric.update_state(parts["labels"], parts["predictions"],
                                           sample_weight=parts["weights"])
         return {m.name: m.result() for m in self.metrics}
