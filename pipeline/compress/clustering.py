@@ -53,7 +53,7 @@ def _check(clusters, init) -> None:
 def _is_sparse(model) -> bool:
     ks = [np.asarray(k.numpy()) for layer in K.flat_layers(model) for k in K.kernels(layer)]
     total = sum(k.size for k in ks)
-    return bool(total) and sum(k.size - np.count_nonzero(k) for k in ks) / total >= SPARSE_THRESHOLD
+    return bool(total) and bool(sum(k.size - np.count_nonzero(k) for k in ks) / total >= SPARSE_THRESHOLD)
 
 
 def apply_clustering(model, clusters: int, init: str = "kmeans_plus_plus", *,

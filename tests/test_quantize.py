@@ -1,0 +1,98 @@
+"""QAT with TF-MOT (pipeline.compress.quantize): coverage check, skip_unsupported, PQAT keeps zeros."""
+
+import numpy as np
+import pytest
+
+import pipeline  # noqa: F401
+import tf_keras as keras
+from _compress_data import digits, int8_weight_zeros, tflite_accuracy, to_tflite_int8, trained_cnn
+
+from pipeline.compress import magnitude as M
+from pipeline.compress import quantize as Q
+from pipeline.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits()
+
+
+@pytest.fixture(scope="module")
+def base(data):
+    return trained_cnn(data)
+
+
+def _odd_model():
+    """Conv+BN (foldable) plus layers QAT cannot quantize: Rescaling, Multiply, a lone BN, Conv1D."""
+    i = keras.Input((8, 8, 1))
+    r = keras.layers.Rescaling(2.0, -1.0, name="rescale")(i)
+    a = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(r)
+    a = keras.layers.BatchNormalization(name="conv_bn")(a)
+    a = keras.layers.ReLU(name="relu")(a)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(a)
+    g = keras.layers.Dense(8, activation="sigmoid", name="gate")(g)
+    a = keras.layers.Multiply(name="se_mul")([a, keras.layers.Reshape((1, 1, 8), name="rs")(g)])
+    a = keras.layers.BatchNormalization(name="lone_bn")(a)
+    s = keras.layers.Reshape((36, 8), name="seq")(a)
+    s = keras.layers.Conv1D(4, 3, name="conv1d")(s)
+    o = keras.layers.Dense(10, name="classifier")(keras.layers.Flatten(name="flat")(s))
+    return keras.Model(i, o)
+
+
+def test_coverage_lists_unsupported_layers():
+    m = _odd_model()
+    assert Q.unsupported_layers(m) == [("rescale", "Rescaling"), ("se_mul", "Multiply"),
+                                       ("lone_bn", "BatchNormalization"), ("conv1d", "Conv1D")]
+    with pytest.raises(UserError) as e:
+        Q.quantize_aware(m)
+    assert str(e.value) == (
+        "QAT cannot quantize layer(s): rescale (Rescaling), se_mul (Multiply), "
+        "lone_bn (BatchNormalization), conv1d (Conv1D); set skip_unsupported: true to leave them "
+        "in float, or remove them")
+
+
+def test_skip_unsupported_annotates_the_rest():
+    m = _odd_model()
+    qat, info = Q.quantize_aware(m, skip_unsupported=True)
+    assert info.float_layers == ["conv1d", "lone_bn", "rescale", "se_mul"]
+    assert info.scheme == "Default8BitQuantizeScheme"
+    names = {l.name for l in qat.layers}
+    assert {"quant_conv", "quant_gate", "quant_classifier"} <= names
+    assert {"rescale", "se_mul", "lone_bn", "conv1d"} <= names  # left as they were
+    x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(qat.predict(x, verbose=0), m.predict(x, verbose=0), atol=0.2)
+
+
+def test_qat_int8_tflite_close_to_float(base, data):
+    x, y, xt, yt = data
+    qat, info = Q.qat_finetune(base, x, y, epochs=1)
+    assert info.preserve == "none"
+    float_acc = tflite_accuracy(_float_tflite(base), xt, yt)
+    int8_acc = tflite_accuracy(to_tflite_int8(qat, x), xt, yt)
+    assert float_acc > 0.8
+    assert int8_acc >= float_acc - 0.03, (float_acc, int8_acc)
+
+
+def test_pruned_input_gets_pqat_and_tflite_keeps_the_zeros(base, data):
+    x, y, _, _ = data
+    pruned, _ = M.prune_magnitude(base, x, y, sparsity=0.8, epochs=1)
+    assert Q.detect_preserve(pruned) == "sparsity"
+    qat, info = Q.qat_finetune(pruned, x, y, epochs=1)
+    assert info.scheme == "Default8BitPrunePreserveQuantizeScheme"
+    zeros = int8_weight_zeros(to_tflite_int8(qat, x))
+    assert len(zeros) == 4  # stem, conv, fc, classifier kernels
+    assert min(zeros.values()) >= 0.79, zeros
+
+
+def test_detect_and_bad_preserve(base):
+    assert Q.detect_preserve(base) == "none"
+    with pytest.raises(UserError) as e:
+        Q.quantize_aware(base, preserve="sparse")
+    assert str(e.value) == ('Unknown preserve "sparse" (did you mean "sparsity"?); '
+                            "expected one of: auto, none, sparsity, clusters")
+
+
+def _float_tflite(model) -> bytes:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
