@@ -127,8 +127,9 @@ def _num(v, unit: str, nd: int) -> str:
 @accept_new_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0,
               show_default=True, help="seconds allowed for each remote command (pip is slow)")
+@click.option("--reinstall", is_flag=True, help="run pip even when the runtime is installed")
 @json_option
-def setup_cmd(names, devices_path, accept_new, timeout, as_json) -> None:
+def setup_cmd(names, devices_path, accept_new, timeout, reinstall, as_json) -> None:
     """Make a venv in the board's workdir, install its runtime and copy edge_runner there."""
     from pipeline.devices.fleet import run_on_devices
     from pipeline.devices.setup import setup_device
@@ -137,7 +138,7 @@ def setup_cmd(names, devices_path, accept_new, timeout, as_json) -> None:
 
     def one(d):
         with _ssh(d, accept_new, timeout) as ssh:
-            return setup_device(ssh, log=_say)
+            return setup_device(ssh, reinstall=reinstall, log=_say)
 
     res = run_on_devices(devs, one)
     if as_json:

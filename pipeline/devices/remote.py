@@ -62,7 +62,7 @@ def _json(ssh: SSH, r: Result, what: str) -> dict:
 
 def info(ssh: SSH) -> dict:
     """`edge-runner info --json` with the board's venv and runner."""
-    r = ssh.run(remote_runner(ssh.device, "info", "--json"), what="edge-runner info")
+    r = ssh.run(remote_runner(ssh.device, "info", "--json"), what='"edge-runner info"')
     return _json(ssh, r, "edge-runner info")
 
 
@@ -113,7 +113,7 @@ def bench(ssh: SSH, remote_model: str, *, threads: int, warmup: int = 10, min_ru
             "--repeats", str(repeats)]
     if max_seconds is not None:
         args += ["--max-seconds", str(max_seconds)]
-    r = ssh.run(remote_runner(ssh.device, *args), what="edge-runner bench", timeout=timeout)
+    r = ssh.run(remote_runner(ssh.device, *args), what='"edge-runner bench"', timeout=timeout)
     return _json(ssh, r, "edge-runner bench")
 
 
@@ -126,7 +126,7 @@ def verify(ssh: SSH, remote_model: str, remote_golden: str, *, threads: int = 1,
         args += ["--atol", repr(float(atol))]
     if mode is not None:
         args += ["--mode", mode]
-    r = ssh.run(remote_runner(ssh.device, *args), what="edge-runner verify", timeout=timeout,
+    r = ssh.run(remote_runner(ssh.device, *args), what='"edge-runner verify"', timeout=timeout,
                 check=False)
     if r.returncode not in (0, 1):  # 1 is "ran, outputs differ"; anything else is a failure
         tail = " | ".join(x.strip() for x in r.err.strip().splitlines()[-3:] if x.strip())

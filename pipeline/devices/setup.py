@@ -144,8 +144,31 @@ def ensure_ready(ssh: SSH, log: Callable[[str], None] = lambda m: None) -> dict:
     return state
 
 
-def setup_device(ssh: SSH, *, log: Callable[[str], None] = lambda m: None) -> dict:
-    """Make the venv, install the runtime and the runner, and check they run. Idempotent."""
+def installed(ssh: SSH) -> dict[str, str | None]:
+    """Versions of the runtimes and numpy in the board's venv (None: not installed)."""
+    script = ("import json\nfrom importlib import metadata\nout = {}\n"
+              "for n in ('tflite-runtime', 'ai-edge-litert', 'numpy'):\n"
+              "    try:\n        out[n] = metadata.version(n)\n"
+              "    except metadata.PackageNotFoundError:\n        out[n] = None\n"
+              "print(json.dumps(out))")
+    r = ssh.run([ssh.device.venv_python, "-c", script], what="listing the venv's packages")
+    return json.loads(r.text)
+
+
+def satisfied(runtime: str, have: dict[str, str | None]) -> bool:
+    """Whether REQUIREMENTS[runtime] hold for the installed versions (so pip can be skipped)."""
+    numpy = have.get("numpy")
+    if not numpy or not have.get(runtime):
+        return False
+    if runtime == "tflite-runtime":
+        return have[runtime] == "2.14.0" and int(numpy.split(".")[0]) < 2
+    return True
+
+
+def setup_device(ssh: SSH, *, reinstall: bool = False,
+                 log: Callable[[str], None] = lambda m: None) -> dict:
+    """Make the venv, install the runtime (pip is skipped when it is there already, unless
+    `reinstall`) and the runner, and check they run. Idempotent."""
     d = ssh.device
     ver = python_version(ssh, d.python)
     if ver < MIN_PYTHON:
@@ -163,9 +186,14 @@ def setup_device(ssh: SSH, *, log: Callable[[str], None] = lambda m: None) -> di
             raise DeviceError(f"{e}. On Debian/Raspberry Pi OS install python3-venv "
                               "(sudo apt install python3-venv)") from None
     reqs = REQUIREMENTS[d.runtime]
-    log(f"[{d.name}] pip install {' '.join(reqs)}")
-    ssh.run([d.venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-             "-q", *d.pip_args, *reqs], what="pip install " + " ".join(reqs))
+    have = installed(ssh)
+    if not reinstall and satisfied(d.runtime, have):
+        log(f"[{d.name}] runtime already installed: {d.runtime} {have.get(d.runtime)}, "
+            f"numpy {have.get('numpy')}")
+    else:
+        log(f"[{d.name}] pip install {' '.join(reqs)}")
+        ssh.run([d.venv_python, "-m", "pip", "install", "--disable-pip-version-check",
+                 "--no-input", "-q", *d.pip_args, *reqs], what="pip install " + " ".join(reqs))
     digest = install_runner(ssh)
     log(f"[{d.name}] edge_runner copied ({digest[:12]})")
     from pipeline.devices.remote import info

@@ -169,6 +169,9 @@ class SSH:
             failure = self._ssh_failure(res.err, what)
             if failure:
                 raise DeviceError(failure)
+            if not res.err.strip():  # e.g. a multiplexed session whose master connection died
+                raise DeviceError(f"Device {self.device.label}: connection lost during {what} "
+                                  "(ssh exited with code 255 and no message)")
         if check and p.returncode != 0:
             tail = " | ".join(line.strip() for line in res.err.strip().splitlines()[-3:] if line.strip())
             raise RemoteCommandError(f"Device {self.device.label}: {what} failed with exit code "

@@ -1,0 +1,264 @@
+"""Devices without a network: inventory, ssh command lines, quoting, timeouts, error texts, fleet.
+
+The transport tests run a stand-in `ssh` that executes the remote command with `sh -c`, so what
+the remote shell would see is checked for real. tests/test_devices_ssh.py uses a real sshd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.devices import Device, default_path, load_inventory
+from pipeline.devices.fleet import run_on_devices
+from pipeline.devices.transport import SSH, Deadline, RemoteCommandError
+from pipeline.errors import DeviceError, UserError
+
+INVENTORY = """\
+defaults:
+  known_hosts: /tmp/kh
+devices:
+  pi4:
+    host: 10.0.0.2
+    port: 2222
+    user: pi
+    identity_file: ~/.ssh/id_pi
+    threads: 4
+    tags: [lab, arm64]
+  pi5:
+    host: pi5-alias
+    runtime: ai-edge-litert
+    tags: [lab]
+  jetson:
+    host: 10.0.0.9
+    workdir: /opt/edge
+"""
+
+
+@pytest.fixture
+def inv_path(tmp_path) -> Path:
+    p = tmp_path / "devices.yaml"
+    p.write_text(INVENTORY)
+    return p
+
+
+def test_inventory_fields_defaults_and_alias(inv_path):
+    inv = load_inventory(inv_path)
+    assert inv.names() == ["jetson", "pi4", "pi5"]
+    pi4, pi5 = inv.get("pi4"), inv.get("pi5")
+    assert (pi4.address, pi4.port, pi4.threads, pi4.tags) == ("pi@10.0.0.2", 2222, 4, ("lab", "arm64"))
+    assert pi4.known_hosts == "/tmp/kh" and pi5.known_hosts == "/tmp/kh"  # from defaults
+    # An ~/.ssh/config alias: host only, the ssh client resolves user, port, key, jump hosts.
+    assert (pi5.address, pi5.port, pi5.user, pi5.identity_file) == ("pi5-alias", None, None, None)
+    assert pi5.runtime == "ai-edge-litert" and pi4.runtime == "tflite-runtime"
+    assert [d.name for d in inv.resolve(["tag:lab", "pi4", "jetson"])] == ["pi4", "pi5", "jetson"]
+
+
+def test_workdir_as_the_remote_shell_sees_it():
+    d = Device(host="h")
+    assert d.remote_workdir == "edgepipe"  # ~/edgepipe: commands start in the home folder
+    assert d.venv_python == "edgepipe/venv/bin/python"
+    assert Device(host="h", workdir="~").remote_workdir == "."
+    assert Device(host="h", workdir="/opt/e p/").remote("models", "x") == "/opt/e p/models/x"
+    with pytest.raises(ValueError, match="Expected workdir absolute, relative to the home folder, "
+                                         "or starting with ~/. Received: workdir='~bob/x'"):
+        Device(host="h", workdir="~bob/x")
+
+
+def test_unknown_device_and_tag_suggest(inv_path):
+    inv = load_inventory(inv_path)
+    with pytest.raises(UserError) as e:
+        inv.get("pi44")
+    assert str(e.value) == (f'Unknown device "pi44" (did you mean "pi4"?) in {inv_path}; '
+                            "known devices: jetson, pi4, pi5")
+    with pytest.raises(UserError, match=r'No device has tag "labb" \(did you mean "lab"\?\); '
+                                        r"known tags: arm64, lab"):
+        inv.resolve(["tag:labb"])
+
+
+def test_inventory_errors_name_file_line_and_key(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("devices:\n  pi4:\n    host: h\n    prot: 22\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == f'{p}:4: devices.pi4.prot: unknown key (did you mean "port"?)'
+    p.write_text("devices:\n  pi4:\n    host: h\n    port: 70000\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == (f"{p}:4: devices.pi4.port: Input should be less than or equal to "
+                            "65535. Received: port=70000")
+    p.write_text("devices:\n  pi4:\n    host: h\n    runtime: tflite\n")
+    with pytest.raises(UserError, match=r"d.yaml:4: devices.pi4.runtime: Input should be "
+                                        r"'tflite-runtime' or 'ai-edge-litert'"):
+        load_inventory(p)
+    p.write_text("devices:\n  pi 4:\n    host: h\n")
+    with pytest.raises(UserError, match=r"d.yaml:2: Expected device names of letters"):
+        load_inventory(p)
+    p.write_text("devices:\n  pi4:\n    host: -oProxyCommand=x\n")
+    with pytest.raises(UserError, match=r"Expected a host name, address or ssh alias"):
+        load_inventory(p)
+
+
+def test_default_inventory_path_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert default_path() == tmp_path / "cfg" / "edgepipe" / "devices.yaml"
+    with pytest.raises(UserError) as e:
+        load_inventory()
+    assert str(e.value) == (f"Device inventory not found: {tmp_path}/cfg/edgepipe/devices.yaml "
+                            "(the default; pass --devices PATH or create it)")
+    default_path().parent.mkdir(parents=True)
+    default_path().write_text(INVENTORY)
+    assert load_inventory().names() == ["jetson", "pi4", "pi5"]
+
+
+def test_ssh_options_batchmode_strict_keys_timeouts(inv_path):
+    pi4 = load_inventory(inv_path).get("pi4").model_copy(update={"multiplex": False})
+    argv = SSH(pi4).argv("true")
+    line = " ".join(argv)
+    for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=10",
+                "UserKnownHostsFile=/tmp/kh", "IdentitiesOnly=yes"):
+        assert f"-o {opt}" in line
+    assert argv[-3:] == ["--", "pi@10.0.0.2", "true"]
+    assert ["-p", "2222"] == argv[argv.index("-p"):argv.index("-p") + 2]
+    assert os.path.expanduser("~/.ssh/id_pi") in argv
+    assert "StrictHostKeyChecking=accept-new" in SSH(pi4, accept_new=True).argv("true")
+    alias = load_inventory(inv_path).get("pi5").model_copy(update={"known_hosts": None})
+    a = SSH(alias).argv("true")
+    assert "-p" not in a and "-i" not in a and a[-2] == "pi5-alias"
+    assert not any(x.startswith("UserKnownHostsFile") for x in a)
+
+
+@pytest.fixture
+def fake_ssh(tmp_path) -> str:
+    """An `ssh` that runs its last argument with sh -c here (what sshd does on the board)."""
+    p = tmp_path / "fake-ssh"
+    p.write_text('#!/bin/bash\nfor last; do :; done\ncd "$FAKE_HOME" && exec sh -c "$last"\n')
+    p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    return str(p)
+
+
+def _fake(fake_ssh, tmp_path, monkeypatch, **kw) -> SSH:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("FAKE_HOME", str(home))
+    return SSH(Device(name="b", host="board", multiplex=False, **kw), ssh_bin=fake_ssh)
+
+
+NASTY = ["a b", "it's", 'say "hi"', "$(touch PWNED)", "`touch PWNED2`", "; touch PWNED3", "*",
+         "$HOME", "\\n", "-n"]
+
+
+def test_every_remote_argument_is_quoted(fake_ssh, tmp_path, monkeypatch):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    r = ssh.run(["printf", "%s\\n", *NASTY])
+    assert r.text.splitlines() == NASTY
+    home = tmp_path / "home"
+    assert sorted(os.listdir(home)) == []  # nothing was executed, nothing globbed
+
+
+def test_put_is_atomic_and_paths_are_quoted(fake_ssh, tmp_path, monkeypatch):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    local = tmp_path / "x $(touch PWNED) 'q'.bin"
+    local.write_bytes(b"\x00\x01data")
+    target = "dir with space/$(touch PWNED)/f;g.bin"
+    ssh.put(local, target)
+    home = tmp_path / "home"
+    assert (home / target).read_bytes() == b"\x00\x01data"
+    assert ssh.exists(target) and not ssh.exists(target + "x")
+    assert sorted(p.name for p in (home / "dir with space" / "$(touch PWNED)").iterdir()) == ["f;g.bin"]
+    assert not (home / "PWNED").exists()
+
+
+def test_command_failure_timeout_and_deadline_messages(fake_ssh, tmp_path, monkeypatch):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    with pytest.raises(RemoteCommandError) as e:
+        ssh.run(["sh", "-c", "echo boom >&2; exit 3"], what="the job")
+    assert str(e.value) == 'Device "b" (board): the job failed with exit code 3: boom'
+    t = time.monotonic()
+    with pytest.raises(DeviceError) as e:
+        ssh.run(["sleep", "10"], timeout=0.5)
+    assert time.monotonic() - t < 5
+    assert str(e.value) == 'Device "b" (board): "sleep 10" did not finish within 0.5s (the per-command timeout)'
+    ssh.deadline = Deadline(0.5)
+    with pytest.raises(DeviceError, match=r'job deadline of 0.5s exceeded during "sleep 10"'):
+        ssh.run(["sleep", "10"])
+    with pytest.raises(DeviceError, match=r'job deadline of 0.5s exceeded before "true"'):
+        ssh.run(["true"])
+
+
+@pytest.mark.parametrize("stderr, message", [
+    ("No ED25519 host key is known for [127.0.0.1]:2 and you have requested strict checking.\n"
+     "Host key verification failed.",
+     'Device "b" (board): unknown host (its key is not in ~/.ssh/known_hosts); run with '
+     "--accept-new to trust it on first use, or add its key with ssh-keyscan"),
+    ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.",
+     'Device "b" (board): host key has CHANGED since it was trusted; refusing to connect '
+     "(possible man-in-the-middle). If the board was re-installed, remove the old key with: "
+     "ssh-keygen -R 'board' -f ~/.ssh/known_hosts"),
+    ("ssh: connect to host board port 22: Connection refused",
+     'Device "b" (board): connection refused; is sshd running there and is the port right?'),
+    ("ssh: connect to host board port 22: Connection timed out",
+     'Device "b" (board): unreachable (no answer within the 10s connect timeout)'),
+    ("root@board: Permission denied (publickey).",
+     'Device "b" (board): SSH authentication failed (BatchMode, keys only); check user and '
+     "identity_file, or load the key into ssh-agent"),
+    ("Connection to board closed by remote host.",
+     'Device "b" (board): connection lost during "true" (Connection to board closed by remote host.)'),
+])
+def test_ssh_failures_become_one_clear_line(fake_ssh, tmp_path, monkeypatch, stderr, message):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    monkeypatch.setenv("FAKE_ERR", stderr)
+    with pytest.raises(DeviceError) as e:
+        ssh.run_sh('printf "%s\\n" "$FAKE_ERR" >&2; exit 255', what='"true"')
+    assert str(e.value) == message
+
+
+def test_fleet_keeps_other_boards_results():
+    devs = [Device(name=n, host=n) for n in ("a", "b", "c")]
+
+    def fn(d):
+        if d.name == "b":
+            raise DeviceError('Device "b": connection lost')
+        if d.name == "c":
+            raise KeyError("oops")
+        time.sleep(0.05)
+        return {"ok": d.name}
+
+    res = run_on_devices(devs, fn)
+    assert res.results == {"a": {"ok": "a"}}
+    assert res.errors == {"b": 'Device "b": connection lost', "c": "Device \"c\": KeyError: 'oops'"}
+    with pytest.raises(DeviceError, match=r'^2 of 3 device\(s\) failed: Device "b": connection lost; '):
+        res.raise_for_errors()
+
+
+def test_cli_list_and_unknown_device(inv_path, tmp_path):
+    r = CliRunner().invoke(main, ["devices", "list", "--devices", str(inv_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["devices"]
+    assert [d["name"] for d in rows] == ["jetson", "pi4", "pi5"]
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
+    r = CliRunner().invoke(main, ["profile", str(model), "--device", "pi44", "--devices", str(inv_path)])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        f'error: Unknown device "pi44" (did you mean "pi4"?) in {inv_path}; known devices: '
+        "jetson, pi4, pi5")
+    r = CliRunner().invoke(main, ["deploy", str(model), "--devices", str(inv_path)])
+    assert r.exit_code == 2 and "error: Expected --device NAME or --tag TAG" in r.output
+
+
+def test_remote_command_lines_are_quoted_joins():
+    from pipeline.devices.setup import remote_runner
+
+    d = Device(host="h", workdir="/w $(x)/ 'q'")
+    argv = remote_runner(d, "bench", "/w $(x)/ 'q'/models/abc.tflite", "--json")
+    assert shlex.split(shlex.join(argv)) == argv
+    assert argv[:3] == ["env", "PYTHONPATH=/w $(x)/ 'q'/lib", "/w $(x)/ 'q'/venv/bin/python"]
