@@ -155,6 +155,7 @@ def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
         reference = keras_predict(model, dataset.x_test)
     params, nonzero = count_params(model)
     m = {"params": params, "nonzero_params": nonzero, **sizes(path),
+         "input_shape": [int(d) for d in model.input_shape[1:]],
          "keras_accuracy": float(np.mean(reference.argmax(-1) == dataset.y_test)),
          **validate(path, reference, dataset.x_test, dataset.y_test)}
     m["accuracy_drop"] = m["keras_accuracy"] - m["accuracy"]
