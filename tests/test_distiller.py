@@ -212,8 +212,8 @@ def test_validation_messages():
             student=_student(shape=(9, 9, 1)))
     _raises("Expected the student's class count to match the teacher's. Received: teacher "
             "num_classes=10, student num_classes=5", student=_student(classes=5))
-    _raises("Expected a layer of model 'teacher' for feature distillation. Received: "
-            "layer='t_cnv' (did you mean \"t_conv\"?)",
+    _raises("Expected a layer of the teacher ('teacher') for feature distillation. "
+            "Received: layer='t_cnv' (did you mean \"t_conv\"?)",
             teacher=_teacher(), feature_pairs=[("t_cnv", "s_conv")])
     _raises("Expected feature pair ('t_conv', 's_head') to have the same shape except channels. "
             "Received: teacher (None, 8, 8, 8), student (None, 10)",

@@ -47,12 +47,14 @@ def _student_spec(text: str):
     return text
 
 
-def _feature_pair(text: str) -> tuple[str, str]:
-    t, sep, s = text.partition(":")
-    if not sep or not t or not s:
-        raise click.BadParameter(f"expected TEACHER_LAYER:STUDENT_LAYER, got {text!r}",
-                                 param_hint="--feature-pair")
-    return t, s
+def _feature_pairs(ctx, param, values) -> list[tuple[str, str]]:
+    pairs = []
+    for text in values:
+        t, sep, s = text.partition(":")
+        if not sep or not t or not s:
+            raise click.BadParameter(f"expected TEACHER_LAYER:STUDENT_LAYER, got {text!r}")
+        pairs.append((t, s))
+    return pairs
 
 
 @click.command()
@@ -75,6 +77,7 @@ def _feature_pair(text: str) -> tuple[str, str]:
 @click.option("--patience", default=8, show_default=True, type=int,
               help="early stopping on validation accuracy (0: off)")
 @click.option("--feature-pair", "feature_pairs", multiple=True, metavar="T_LAYER:S_LAYER",
+              callback=_feature_pairs,
               help="also match this teacher layer's features with this student layer's (MSE)")
 @click.option("--feature-weight", default=1.0, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -90,7 +93,7 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
     cfg = _config(student=_student_spec(student_spec), temperature=temperature, alpha=alpha,
                   epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                   optimizer=optimizer, patience=patience or None,
-                  feature_pairs=[_feature_pair(p) for p in feature_pairs],
+                  feature_pairs=feature_pairs,
                   feature_weight=feature_weight)
     teacher = models.load_model(teacher_path, unsafe=unsafe)
     ds = dataset_for_model(data, teacher, seed=seed)

@@ -78,13 +78,14 @@ def output_kind(model: keras.Model) -> str:
 class _View:
     """Calls a model's layers and returns (logits, [feature tensors]) - shares all weights."""
 
-    def __init__(self, model: keras.Model, feature_layers: Sequence[str] = ()):
+    def __init__(self, model: keras.Model, feature_layers: Sequence[str] = (),
+                 role: str = "model"):
         self.model = model
         self.kind = output_kind(model)
         layer, node_index = _output_layer(model)
         head = model.outputs[0] if self.kind == "logits" else layer.get_input_at(node_index)
         self._act_layer = layer if self.kind == "softmax_activation" else None
-        feats = [_layer_output(model, n) for n in feature_layers]
+        feats = [_layer_output(model, n, role) for n in feature_layers]
         if self.kind == "logits" and not feats:
             self._net = model
         else:
@@ -112,11 +113,11 @@ def _call_linear(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
         layer.activation = act
 
 
-def _layer_output(model: keras.Model, name: str) -> Any:
+def _layer_output(model: keras.Model, name: str, role: str = "model") -> Any:
     names = [layer.name for layer in model.layers]
     if name not in names:
-        raise UserError(f"Expected a layer of model {model.name!r} for feature distillation. "
-                        f"Received: layer={name!r}{did_you_mean(name, names)}")
+        raise UserError(f"Expected a layer of the {role} ({model.name!r}) for feature "
+                        f"distillation. Received: layer={name!r}{did_you_mean(name, names)}")
     return model.get_layer(name).output
 
 
@@ -187,8 +188,8 @@ class Distiller(keras.Model):
         teacher.trainable = False
         self.teacher, self.student = teacher, student
         self.feature_pairs = pairs
-        self._t_view = _View(teacher, [t for t, _ in pairs])
-        self._s_view = _View(student, [s for _, s in pairs])
+        self._t_view = _View(teacher, [t for t, _ in pairs], "teacher")
+        self._s_view = _View(student, [s for _, s in pairs], "student")
         self.projections = [self._projection(t, s) for t, s in pairs]
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
