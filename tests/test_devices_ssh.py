@@ -309,3 +309,41 @@ def test_check_and_profile_report_unreachable_board_without_losing_others(lab, r
     assert set(out["devices"]) == {"a", "b"} and set(out["errors"]) == {"gone"}
     assert "connection refused" in out["errors"]["gone"]
     assert "error: 1 of 3 device(s) failed" in r.stderr
+
+
+@pytest.mark.slow
+def test_recipe_profile_stage_on_boards_with_verification_and_gates(lab, ready, tmp_path):
+    """`profile: {targets: [host, a, tag:lab]}`: a latency column per board, outputs verified on
+    the board against the host's, per-target max_latency_ms gates. (No training: the zoo model
+    is exported as built; verification compares the same file on host and board.)"""
+    import hashlib
+
+    from pipeline import engine, recipe
+    from pipeline.errors import GateError
+
+    head = ("name: boards\nseed: 0\ndataset: {name: digits, input_size: [8, 8], channels: 1}\n"
+            "model: {zoo: small_cnn, options: {filters: [4], dense: 16, dropout: 0.0}}\n"
+            f"devices: {lab['inv']}\nstages:\n  - export: {{modes: [fp32, int8]}}\n")
+    fast = "min_runs: 5, min_seconds: 0.0, warmup: 1, verify_samples: 8"
+    text = head + (f"  - profile: {{{fast}, targets: [host, a, tag:lab], "
+                   "max_latency_ms: {host: 1000, tag:lab: 1000}}\n")
+    run_dir = tmp_path / "run"
+    records = engine.run(recipe.parse(text), run_dir, recipe_text=text)
+    lat = records[-1].metrics["latency_ms"]
+    assert set(lat) == {"01_export/model_fp32.tflite", "01_export/model_int8.tflite"}
+    for path, per_target in lat.items():
+        assert set(per_target) == {"host", "a", "b"}
+        for name in "ab":
+            s = per_target[name]
+            assert s["p50"] > 0 and (s["backend"], s["backend_version"]) == ("tflite-runtime", "2.14.0")
+            assert s["verify"]["passed"] is True and s["verify"]["n"] == 8
+            assert s["sha256"] == hashlib.sha256((run_dir / path).read_bytes()).hexdigest()
+    assert lat["01_export/model_int8.tflite"]["a"]["verify"]["mode"] == "int8"
+    assert sorted(p.name for p in (records[-1].dir / "golden").iterdir()) == [
+        "01_export__model_fp32.tflite.npz", "01_export__model_int8.tflite.npz"]
+
+    tight = head + f"  - profile: {{{fast}, targets: [b], max_latency_ms: {{b: 0.000001}}}}\n"
+    with pytest.raises(GateError) as e:
+        engine.run(recipe.parse(tight), run_dir, recipe_text=tight)
+    assert str(e.value).startswith("gate failed: 01_export/model_fp32.tflite on b: p50 latency ")
+    assert str(e.value).endswith(" ms > max_latency_ms 1e-06 (and 1 more)")

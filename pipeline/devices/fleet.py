@@ -59,6 +59,8 @@ class Options:
 class FleetResult:
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    #: The exception behind each error (not part of the JSON), e.g. to tell wrong answers apart.
+    exceptions: dict[str, BaseException] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -82,10 +84,10 @@ def run_on_devices(devices: Sequence[Device], fn: Callable[[Device], Any],
         try:
             return d.name, fn(d), None
         except UserError as e:
-            return d.name, None, str(e)
+            return d.name, None, e
         except Exception as e:  # noqa: BLE001 — recorded per board, never swallowed
             log.debug("device %s failed", d.name, exc_info=True)
-            return d.name, None, f'Device "{d.name}": {type(e).__name__}: {e}'
+            return d.name, None, e
 
     out = FleetResult()
     if not devices:
@@ -96,7 +98,9 @@ def run_on_devices(devices: Sequence[Device], fn: Callable[[Device], Any],
             if err is None:
                 out.results[name] = res
             else:
-                out.errors[name] = err
+                out.exceptions[name] = err
+                out.errors[name] = (str(err) if isinstance(err, UserError)
+                                    else f'Device "{name}": {type(err).__name__}: {err}')
     return out
 
 

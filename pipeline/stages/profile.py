@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 
 class ProfileConfig(StageConfig):
-    targets: list[str] = Field(["host"], min_length=1, description="where to time: host")
+    targets: list[str] = Field(["host"], min_length=1, description="where to time: host, a "
+                               "device of the recipe's devices.yaml, tag:<tag> (boards over SSH)")
     threads: list[int] = Field([1], min_length=1, description="thread counts; the first is the "
                                "one gates and the report's main column use")
     warmup: int = Field(10, ge=0, description="untimed runs first")
     min_runs: int = Field(50, ge=1)
     min_seconds: float = Field(1.0, ge=0)
-    max_latency_ms: float | None = Field(None, gt=0, description="overrides gates.max_latency_ms")
+    max_latency_ms: PositiveFloat | dict[str, PositiveFloat] | None = Field(
+        None, description="overrides gates.max_latency_ms; a number for every target or "
+        "{target: ms} per target (host, a device, tag:<tag>)")
+    # Board targets (pipeline/devices): outputs are verified on the board before it is timed.
+    verify: bool = Field(True, description="boards: check outputs against the host's on real inputs")
+    verify_samples: int = Field(16, ge=1, description="boards: test inputs used to verify")
+    allow_failed_targets: bool = Field(False, description="boards: an unreachable board is "
+                                       "reported instead of failing the stage (wrong answers "
+                                       "always fail)")
+    accept_new: bool = Field(False, description="boards: trust unknown host keys on first use")
+    timeout_s: float = Field(600, gt=0, description="boards: seconds for each remote command")
+    deadline_s: float | None = Field(None, gt=0, description="boards: seconds for all of them")
 
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
-        for t in v:
-            if t != "host":
-                raise ValueError(f"unknown target {t!r}; expected: host")
-        return v
+        from pipeline.devices.targets import check_target
+
+        return [check_target(t) for t in v]
 
 
 def latency_key(target: str, threads: int, first: bool) -> str:
@@ -46,10 +57,12 @@ class Profile(Stage):
     def run(self, ctx, cfg: ProfileConfig) -> StageResult:
         from edge_runner.bench import benchmark
 
-        limit = cfg.max_latency_ms or ctx.recipe.gates.max_latency_ms
+        from pipeline.devices.targets import limit_for, profile_devices
+
+        limit = limit_for(cfg.max_latency_ms, "host", fallback=ctx.recipe.gates.max_latency_ms)
         latency: dict[str, dict] = {}
         breaches: list[str] = []
-        for art in ctx.tflite_artifacts():
+        for art in ctx.tflite_artifacts() if "host" in cfg.targets else []:
             for i, t in enumerate(cfg.threads):
                 b = benchmark(ctx.path(art), threads=t, warmup=cfg.warmup, min_runs=cfg.min_runs,
                               min_seconds=cfg.min_seconds)
@@ -59,5 +72,9 @@ class Profile(Stage):
                         art.path, t, s["p50"], s["p90"], s["cv"])
                 if i == 0:
                     breaches += gates.check_latency(limit, f"{art.path} on host", s["p50"])
-        gates.raise_breaches(breaches)
-        return StageResult([], {"latency_ms": latency})
+        boards, more, errors = profile_devices(ctx, cfg, summarize, latency_key,
+                                               ctx.recipe.gates.max_latency_ms)
+        for path, per_target in boards.items():
+            latency.setdefault(path, {}).update(per_target)
+        gates.raise_breaches(breaches + more)
+        return StageResult([], {"latency_ms": latency, **({"target_errors": errors} if errors else {})})
