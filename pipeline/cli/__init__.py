@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "pipeline.cli.profile",
     "pipeline.cli.devices",
     "pipeline.cli.distill",
+    "pipeline.cli.prune",
+    "pipeline.cli.quantize",
 )
 
 

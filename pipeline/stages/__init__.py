@@ -2,6 +2,7 @@
 
 from pipeline.stages import export, profile, report, train
 from pipeline.stages import distill
+from pipeline.stages import cluster, lowrank, prune, quantize
 from pipeline.stages.base import Stage
 
 STAGES: dict[str, type[Stage]] = {s.name: s for s in (
@@ -10,4 +11,8 @@ STAGES: dict[str, type[Stage]] = {s.name: s for s in (
     profile.Profile,
     report.Report,
     distill.Distill,
+    prune.Prune,
+    quantize.Quantize,
+    cluster.Cluster,
+    lowrank.LowRank,
 )}

@@ -1,0 +1,219 @@
+"""`prune`: unstructured (TF-MOT magnitude, M:N) or structured (channels) pruning + fine-tuning.
+
+method: magnitude   prune_low_magnitude to `sparsity` with a constant/polynomial schedule whose
+                    frequency fits the real number of training steps; stripped before saving
+        m_by_n      TF-MOT M:N (default 2:4) sparsity on Conv2D/Dense, checked after stripping
+        channels    pipeline.compress.prune_channels: whole filters removed (a narrower model)
+`steps` > 1 prunes iteratively (prune -> fine-tune, `steps` times) towards the final amount.
+The artifact's metrics carry `sparsity` (per layer) or `channels` (per layer, before/after).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.errors import UserError, did_you_mean
+from pipeline.stages.base import Stage, StageResult
+from pipeline.training import FitConfig
+
+log = logging.getLogger("edgepipe")
+
+METHODS = ("magnitude", "m_by_n", "channels")
+#: settings that only one method reads; giving them to another method is an error
+_ONLY = {
+    "sparsity": "magnitude", "schedule": "magnitude", "initial_sparsity": "magnitude",
+    "begin_step": "magnitude", "end_step": "magnitude", "frequency": "magnitude",
+    "m_by_n": "m_by_n",
+    "ratio": "channels", "criterion": "channels", "round_to": "channels",
+    "min_channels": "channels", "protect": "channels", "per_layer": "channels",
+    "calibration": "channels",
+}
+_TFMOT = {"layers": ("magnitude", "m_by_n"), "skip": ("magnitude", "m_by_n"),
+          "skip_first": ("magnitude", "m_by_n"), "skip_classifier": ("magnitude", "m_by_n")}
+
+
+class PruneConfig(FitConfig):
+    method: str = Field("magnitude", description="magnitude | m_by_n | channels")
+    # magnitude
+    sparsity: float = Field(0.5, description="target fraction of zero weights, in [0, 1)")
+    schedule: Literal["constant", "polynomial"] = "polynomial"
+    initial_sparsity: float = Field(0.0, ge=0, lt=1)
+    begin_step: int = Field(0, ge=0)
+    end_step: int | None = Field(None, description="null: 3/4 of the fine-tuning steps")
+    frequency: int | None = Field(None, ge=1, description="null: fitted to the training steps")
+    # m_by_n
+    m_by_n: tuple[int, int] = Field((2, 4), description="m zeros in every n weights")
+    # magnitude and m_by_n
+    layers: list[str] | None = Field(None, description="prune only these layers (default: all)")
+    skip: list[str] = Field(default_factory=list, description="layers left dense")
+    skip_first: bool = Field(False, description="leave the first prunable layer (stem) dense")
+    skip_classifier: bool = Field(False, description="leave the last prunable layer dense")
+    # channels
+    ratio: float = Field(0.5, description="fraction of channels removed per group, in [0, 1)")
+    criterion: str = Field("l1", description="l1 | l2 | bn_scale | mean_activation | apoz")
+    round_to: int = Field(8, ge=1, description="kept channel counts rounded to a multiple")
+    min_channels: int = Field(8, ge=1)
+    protect: list[str] = Field(default_factory=list, description="layers whose channels stay")
+    per_layer: dict[str, float] = Field(default_factory=dict, description="{layer: ratio}")
+    calibration: int = Field(256, ge=1, description="samples for activation criteria")
+    # fine-tuning
+    steps: int = Field(1, ge=1, description="iterative prune -> fine-tune rounds")
+    epochs: int = Field(2, ge=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    patience: int | None = Field(None, ge=1, description="channels only: early stopping")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}{did_you_mean(v, METHODS)}; "
+                             f"expected one of: {', '.join(METHODS)}")
+        return v
+
+    @field_validator("sparsity", "ratio")
+    @classmethod
+    def _fraction(cls, v: float, info) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}")
+        return v
+
+    @field_validator("m_by_n")
+    @classmethod
+    def _mn(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 < v[0] < v[1]:
+            raise ValueError(f"Expected 0 < m < n. Received: m_by_n={list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PruneConfig":
+        for key in sorted(self.model_fields_set):
+            owner = _ONLY.get(key)
+            if owner and owner != self.method:
+                raise ValueError(f"{key} applies to method {owner}, not {self.method}")
+            if key in _TFMOT and self.method not in _TFMOT[key]:
+                raise ValueError(f"{key} applies to methods magnitude and m_by_n; for channels "
+                                 f"use protect")
+        if self.end_step is not None and self.end_step <= self.begin_step:
+            raise ValueError(f"Expected end_step > begin_step (the schedule ends before it "
+                             f"begins). Received: begin_step={self.begin_step}, "
+                             f"end_step={self.end_step}")
+        if self.patience is not None and self.method != "channels":
+            raise ValueError(f"patience must be null for method {self.method}: early stopping "
+                             f"would restore weights from before the target sparsity")
+        if self.method != "channels" and self.epochs < 1:
+            raise ValueError(f"method {self.method} needs epochs >= 1 (TF-MOT prunes during "
+                             f"training steps)")
+        return self
+
+
+def _tfmot_kwargs(cfg: PruneConfig) -> dict[str, Any]:
+    return {"layers": cfg.layers, "skip": cfg.skip, "skip_first": cfg.skip_first,
+            "skip_classifier": cfg.skip_classifier}
+
+
+def _fit(model, ds, cfg: PruneConfig, seed: int, callbacks=(), prefix="prune") -> dict:
+    from pipeline.training import fit
+
+    return fit(model, ds, cfg, seed=seed, callbacks=callbacks, prefix=prefix)
+
+
+def _magnitude(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
+    import tensorflow_model_optimization as tfmot
+
+    from pipeline.compress import magnitude as M
+
+    plans = []
+    steps_per_epoch = -(-len(ds.x_train) // cfg.batch_size)
+    for i in range(1, cfg.steps + 1):
+        target = cfg.sparsity * i / cfg.steps
+        start = cfg.initial_sparsity if i == 1 else cfg.sparsity * (i - 1) / cfg.steps
+        plan = M.plan_schedule(cfg.epochs * steps_per_epoch, target, cfg.schedule,
+                               initial_sparsity=min(start, target), begin_step=cfg.begin_step,
+                               end_step=cfg.end_step, frequency=cfg.frequency)
+        wrapped = M.apply_pruning(model, plan, **_tfmot_kwargs(cfg))
+        _fit(wrapped, ds, cfg, seed + i, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+             prefix=f"prune {i}/{cfg.steps}")
+        model = M.strip_pruning(wrapped)
+        plans.append(plan.to_json())
+        log.info("[prune] step %d/%d: sparsity %.3f (target %.3f)", i, cfg.steps,
+                 M.overall_sparsity(model), target)
+    return model, {"sparsity": M.sparsity_report(model),
+                   "overall_sparsity": round(M.overall_sparsity(model), 6), "schedules": plans}
+
+
+def _m_by_n(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
+    import tensorflow_model_optimization as tfmot
+
+    from pipeline.compress import magnitude as M
+
+    wrapped = M.apply_pruning(model, m_by_n=cfg.m_by_n, **_tfmot_kwargs(cfg))
+    pruned_names = [lay.layer.name for lay in wrapped.layers if hasattr(lay, "pruning_vars")]
+    _fit(wrapped, ds, cfg, seed, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    model = M.strip_pruning(wrapped)
+    check = M.m_by_n_report(model, cfg.m_by_n)
+    bad = [n for n in pruned_names if not check.get(n)]
+    if bad:
+        raise UserError(f"{cfg.m_by_n[0]}:{cfg.m_by_n[1]} sparsity check failed after stripping "
+                        f"for layer(s): {', '.join(bad)}")
+    return model, {"sparsity": M.sparsity_report(model),
+                   "overall_sparsity": round(M.overall_sparsity(model), 6),
+                   "m_by_n": list(cfg.m_by_n), "m_by_n_layers": pruned_names}
+
+
+def _channels(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
+    from pipeline.compress.channels import channel_report, prune_channels_detailed
+
+    original = model
+    # Iterative: each round removes the share that leaves (1 - ratio) overall after `steps`.
+    step_ratio = 1 - (1 - cfg.ratio) ** (1 / cfg.steps)
+    per_layer = {k: 1 - (1 - v) ** (1 / cfg.steps) for k, v in cfg.per_layer.items()}
+    data = ds.calibration(cfg.calibration) if cfg.criterion in ("mean_activation", "apoz") else None
+    rounds = []
+    for i in range(1, cfg.steps + 1):
+        model, rep = prune_channels_detailed(
+            model, step_ratio, cfg.criterion, cfg.round_to, data, cfg.protect, per_layer,
+            cfg.min_channels)
+        rounds.append({"params_before": rep["params_before"], "params_after": rep["params_after"],
+                       "skipped": rep["skipped"]})
+        summary = _fit(model, ds, cfg, seed + i, prefix=f"prune {i}/{cfg.steps}")
+        rounds[-1].update(summary)
+        log.info("[prune] step %d/%d: %d -> %d params", i, cfg.steps, rep["params_before"],
+                 rep["params_after"])
+    return model, {"channels": channel_report(original, model), "rounds": rounds,
+                   "params_before": int(original.count_params()),
+                   "params_after": int(model.count_params())}
+
+
+_RUN = {"magnitude": _magnitude, "m_by_n": _m_by_n, "channels": _channels}
+
+
+def prune_model(model, ds, cfg: PruneConfig, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Prune and fine-tune `model` on `ds` per `cfg`; returns (new model, metrics)."""
+    from pipeline import models
+    from pipeline.compress._keras import require_graph_model
+
+    require_graph_model(model, "pruning")
+    models.check_input(model, ds.input_shape)
+    before = models.accuracy(model, ds.x_test, ds.y_test)
+    new, metrics = _RUN[cfg.method](model, ds, cfg, seed)
+    metrics = {"method": cfg.method, "accuracy_before": before, **metrics}
+    return new, metrics
+
+
+class Prune(Stage):
+    name = "prune"
+    Config = PruneConfig
+    help = "magnitude / m_by_n (TF-MOT) or channel pruning, with fine-tuning; saves model.keras"
+
+    def run(self, ctx, cfg: PruneConfig) -> StageResult:
+        model = ctx.load_model()
+        new, metrics = prune_model(model, ctx.dataset(), cfg, seed=ctx.seed)
+        art = ctx.save_model(new, "model", metrics=metrics)
+        ctx.log("[prune] %s: test accuracy %.4f (before %.4f), %d params, %d nonzero",
+                cfg.method, art.metrics["accuracy"], metrics["accuracy_before"],
+                art.metrics["params"], art.metrics["nonzero_params"])
+        summary = {k: v for k, v in metrics.items() if k not in ("sparsity", "channels", "rounds")}
+        return StageResult([art], {**summary, "accuracy": art.metrics["accuracy"]})

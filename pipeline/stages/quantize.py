@@ -1,0 +1,203 @@
+"""`quantize`: post-training quantization in four modes, or quantization-aware training.
+
+mode: ptq_dynamic | ptq_float16 | ptq_int8 | ptq_int16x8   convert the newest Keras model
+      qat   TF-MOT quantize_model (only supported layers with skip_unsupported), fine-tune, then
+            full-integer int8. A sparse input (pruned) uses the prune-preserving scheme, a
+            clustered one the cluster-preserving scheme, so the .tflite keeps zeros/clusters.
+Accuracy gate: the .tflite's test accuracy against the float input model's; a drop beyond
+`max_accuracy_drop` (or the recipe's gates) fails the stage with both numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.errors import GateError, did_you_mean
+from pipeline.stages.base import Artifact, Stage, StageResult
+from pipeline.training import FitConfig
+
+log = logging.getLogger("edgepipe")
+
+#: stage mode -> pipeline.tflite mode of the converted file
+MODES = {"ptq_dynamic": "dynamic", "ptq_float16": "float16", "ptq_int8": "int8",
+         "ptq_int16x8": "int16x8", "qat": "int8"}
+PRESERVE = ("auto", "none", "sparsity", "clusters", "clusters+sparsity")
+
+
+class QuantizeConfig(FitConfig):
+    mode: str = Field("ptq_int8", description=" | ".join(MODES))
+    calibration: int | None = Field(
+        None, description="samples for int8/int16x8 calibration (null: the dataset's "
+                          "calibration_size)")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="fail when the .tflite is this much below the float model")
+    # qat
+    skip_unsupported: bool = Field(False, description="qat: leave unsupported layers in float")
+    preserve: str = Field("auto", description="qat: auto | none | sparsity | clusters | "
+                                              "clusters+sparsity")
+    epochs: int = Field(2, ge=0, description="qat fine-tuning epochs")
+    learning_rate: float = Field(1e-4, gt=0)
+    patience: int | None = Field(None, ge=1)
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in MODES:
+            raise ValueError(f"unknown mode {v!r}{did_you_mean(v, MODES)}; "
+                             f"expected one of: {', '.join(MODES)}")
+        return v
+
+    @field_validator("preserve")
+    @classmethod
+    def _preserve(cls, v: str) -> str:
+        if v not in PRESERVE:
+            raise ValueError(f"unknown preserve {v!r}{did_you_mean(v, PRESERVE)}; "
+                             f"expected one of: {', '.join(PRESERVE)}")
+        return v
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"int8 needs calibration data: expected calibration >= 1. "
+                             f"Received: calibration={v}")
+        return v
+
+    @model_validator(mode="after")
+    def _qat_only(self) -> "QuantizeConfig":
+        if self.mode != "qat":
+            for key in ("skip_unsupported", "preserve", "epochs", "learning_rate", "patience",
+                        "batch_size", "optimizer"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"{key} applies to mode qat, not {self.mode}")
+        return self
+
+
+def tflite_kernel_sparsity(path: str | Path) -> dict[str, float]:
+    """{tensor: fraction of zeros} of the constant weight tensors of rank >= 2 in a .tflite,
+    read from the flatbuffer's own buffers (what is actually stored in the file)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32,
+              schema.TensorType.FLOAT16: np.float16}
+    out = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            buf = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
+            if buf is None or t.type not in dtypes or t.shape is None or len(t.shape) < 2:
+                continue
+            a = np.frombuffer(bytes(buf), dtype=dtypes[t.type])
+            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+            out[name] = round(float(np.mean(a == 0)), 6)
+    return out
+
+
+def _overall(sparsity: dict[str, float], path: str | Path) -> float:
+    """Zero fraction over all the kernels listed (weighted by size)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    sizes = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+            if name in sparsity:
+                sizes[name] = int(np.prod(t.shape))
+    total = sum(sizes.values())
+    return round(sum(sparsity[n] * s for n, s in sizes.items()) / total, 6) if total else 0.0
+
+
+def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int = 0,
+                   gates=None) -> dict[str, Any]:
+    """Quantize `model` per `cfg` into the .tflite `dest`; returns the file's metrics.
+
+    The file is validated and gated in a temp folder and moved to `dest` only when it passes,
+    so a failed gate leaves nothing behind.
+    """
+    from pipeline import gates as gate_checks
+    from pipeline import models, tflite
+    from pipeline.artifacts import atomic_write_bytes, sizes
+    from pipeline.compress._keras import require_graph_model
+
+    models.check_input(model, ds.input_shape)
+    float_pred = models.predict(model, ds.x_test)
+    float_acc = float(np.mean(float_pred.argmax(-1) == ds.y_test))
+    mode = MODES[cfg.mode]
+    calib = ds.calibration(cfg.calibration) if mode in ("int8", "int16x8") else None
+    m: dict[str, Any] = {"mode": cfg.mode, "float_accuracy": float_acc}
+    converted = model
+    if cfg.mode == "qat":
+        from pipeline.compress.quantize import quantize_aware
+        from pipeline.training import fit
+
+        require_graph_model(model, "quantization-aware training")
+        qat, info = quantize_aware(model, skip_unsupported=cfg.skip_unsupported,
+                                   preserve=cfg.preserve)
+        m.update(info.to_json())
+        m.update(fit(qat, ds, cfg, seed=seed, prefix="qat"))
+        m["qat_keras_accuracy"] = models.accuracy(qat, ds.x_test, ds.y_test)
+        converted = qat
+    data = tflite.convert(converted, mode, calib)
+    tmp = Path(tempfile.mkdtemp(prefix="edgepipe-quantize-"))
+    try:
+        path = tmp / Path(dest).name
+        atomic_write_bytes(path, data)
+        m.update(sizes(path))
+        m.update(tflite.validate(path, float_pred, ds.x_test, ds.y_test))
+        params, nonzero = models.count_params(model)
+        m.update(params=params, nonzero_params=nonzero, keras_accuracy=float_acc,
+                 accuracy_drop=float_acc - m["accuracy"])
+        if mode in ("int8", "int16x8"):
+            ks = tflite_kernel_sparsity(path)
+            m["tflite_sparsity"] = ks
+            m["tflite_overall_sparsity"] = _overall(ks, path)
+        label = Path(dest).name
+        breaches = []
+        if cfg.max_accuracy_drop is not None and m["accuracy_drop"] > cfg.max_accuracy_drop:
+            breaches.append(f"{label}: {cfg.mode} accuracy {m['accuracy']:.4f} is "
+                            f"{m['accuracy_drop']:.4f} below the float model's {float_acc:.4f} "
+                            f"(max_accuracy_drop {cfg.max_accuracy_drop})")
+        if gates is not None:
+            breaches += gate_checks.check_accuracy(gates, label, m)
+        if breaches:
+            more = f" (and {len(breaches) - 1} more)" if len(breaches) > 1 else ""
+            raise GateError("gate failed: " + breaches[0] + more)
+        atomic_write_bytes(dest, data)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return m
+
+
+class Quantize(Stage):
+    name = "quantize"
+    Config = QuantizeConfig
+    help = "PTQ (dynamic/float16/int8/int16x8) or QAT int8 of the newest Keras model, gated"
+
+    def run(self, ctx, cfg: QuantizeConfig) -> StageResult:
+        ds = ctx.dataset()
+        model = ctx.load_model()
+        source = ctx.latest_keras()
+        fname = f"model_{cfg.mode}.tflite"
+        m = quantize_model(model, ds, cfg, ctx.out_dir / fname, seed=ctx.seed,
+                           gates=ctx.recipe.gates)
+        carried = {k: v for k, v in (source.metrics if source else {}).items()
+                   if k in ("sparsity", "channels", "unique_values", "clusters")}
+        m.update(carried)
+        if source is not None:
+            m["source"] = source.path
+        ctx.log("[quantize] %s: acc %.4f (float %.4f), %d bytes (gzip %d)", cfg.mode,
+                m["accuracy"], m["float_accuracy"], m["size_bytes"], m["gzip_bytes"])
+        art = Artifact(name=cfg.mode, path=ctx.rel(fname), format="tflite",
+                       quantization=MODES[cfg.mode], metrics=m)
+        summary = {k: m[k] for k in ("mode", "accuracy", "float_accuracy", "accuracy_drop",
+                                     "size_bytes", "gzip_bytes") if k in m}
+        return StageResult([art], summary)
