@@ -113,10 +113,11 @@ def check_file(path: str | Path) -> Path:
 
 
 def op_counts(path: str | Path) -> dict[str, int]:
-    """Operator name → count, read from the interpreter."""
+    """Operator name → count, read from the interpreter (XNNPACK off: a delegate would replace
+    the ops it takes with one DELEGATE node)."""
     from edge_runner.backends import load
 
-    runner = load(path)
+    runner = load(path, xnnpack=False)
     ops = runner.interpreter._get_ops_details()  # noqa: SLF001 (the only op listing in LiteRT)
     return dict(sorted(Counter(op["op_name"] for op in ops).items()))
 
