@@ -60,6 +60,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run, verify and time a .tflite model on this machine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -84,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="compare outputs with golden outputs (exit 1 on fail)")
     verify.add_argument("model", metavar="MODEL", help=".tflite file")
     verify.add_argument("golden", metavar="GOLDEN", help=".npz with inputs, outputs")
-    verify.add_argument("--atol", type=_seconds, default=None,
+    verify.add_argument("--atol", type=_non_negative_float, default=None,
                         help="max abs difference allowed (default: per quantization mode)")
     verify.add_argument("--mode", default=None,
                         help="fp32 | float16 | dynamic | int8 | int16x8 (default: from golden)")
@@ -186,15 +196,22 @@ def _run(args) -> int:
     # info
     from edge_runner import backends, sysinfo
 
-    impl = backends.resolve(args.backend)
-    result = sysinfo.collect(runtime={"backend": impl.name, "version": impl.version})
+    try:
+        impl = backends.resolve(args.backend)
+        runtime = {"backend": impl.name, "version": impl.version}
+    except RunnerError:
+        if args.backend is not None:
+            raise
+        runtime = None  # no interpreter here: still describe the machine
+    result = sysinfo.collect(runtime=runtime)
     result["backends_found"] = backends.available()
     result["edge_runner"] = __version__
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"runtime      {impl.name} {impl.version} (found: "
-              f"{', '.join(k for k, v in result['backends_found'].items() if v)})")
+        found = ", ".join(k for k, v in result["backends_found"].items() if v) or "none"
+        active = f"{runtime['backend']} {runtime['version']}" if runtime else "none"
+        print(f"runtime      {active} (found: {found})")
         print(f"python       {result['python']} on {result['platform']}")
         print("\n".join(_system_lines(result)))
     return 0

@@ -403,6 +403,22 @@ def test_cli_bench_table_and_info(edge_models, capsys):
     assert info["runtime"]["backend"] == "litert" and info["backends_found"]["litert"] is True
 
 
+def test_cli_info_without_any_backend_still_describes_the_machine(monkeypatch, capsys):
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+                 "tflite_runtime.interpreter", "tensorflow"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert cli.main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["runtime"] is None and info["python"] and info["cores"]["logical"] >= 1
+    assert cli.main(["info", "--backend", "litert"]) == 2
+    assert capsys.readouterr().err.startswith('edge-runner: error: Backend "litert" is not '
+                                              "installed")
+    with pytest.raises(SystemExit):
+        cli.main(["verify", "m.tflite", "g.npz", "--atol", "-1"])
+    assert capsys.readouterr().err == ("edge-runner: error: argument --atol: expected a number "
+                                       ">= 0, got '-1' (see edge-runner verify --help)\n")
+
+
 def test_cli_no_xnnpack_really_disables_the_delegate(edge_models):
     args = ["bench", edge_models["fp32"], "--min-runs", "5", "--min-seconds", "0", "--json"]
     on = _run_cli(*args)
