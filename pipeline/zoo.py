@@ -39,19 +39,20 @@ def small_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32), dense
 MOBILENET_STAGES = ((16, 1), (24, 2), (32, 2), (64, 2), (96, 1))
 
 
-def _inverted_residual(x, out_ch: int, stride: int, expansion: int, kernel: int, name: str):
+def _inverted_residual(x, out_ch: int, stride: int, expansion: int, kernel: int, name: str,
+                       bn=layers.BatchNormalization):
     in_ch = x.shape[-1]
     y = x
     if expansion != 1:
         y = layers.Conv2D(in_ch * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
-        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = bn(name=f"{name}_expand_bn")(y)
         y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
     y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
                                name=f"{name}_dw")(y)
-    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = bn(name=f"{name}_dw_bn")(y)
     y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
     y = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_project")(y)
-    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+    y = bn(name=f"{name}_project_bn")(y)
     if stride == 1 and in_ch == out_ch:
         y = layers.Add(name=f"{name}_add")([x, y])
     return y
@@ -60,11 +61,15 @@ def _inverted_residual(x, out_ch: int, stride: int, expansion: int, kernel: int,
 def mobilenet(input_shape, num_classes, width: float = 1.0,
               blocks: Sequence[int] = (1, 2, 2, 2, 1), kernel: int | Sequence[int] = 3,
               expansion: int = 6, stem_stride: int = 2, head_channels: int = 256,
-              dropout: float = 0.2) -> keras.Model:
+              dropout: float = 0.2, resolution: int | Sequence[int] | None = None,
+              bn_momentum: float = 0.99) -> keras.Model:
     """MobileNetV2-style network: stem, inverted-residual stages, 1x1 head, pooling, classifier.
 
     `blocks` gives blocks per stage (0 drops a stage; up to 5 stages), `kernel` the depthwise
     kernel size (one value or one per stage), `width` scales every channel count.
+    `resolution` (one side or [height, width]) puts a bilinear Resizing layer after the input, so
+    the network computes at that size while taking the data at its own size (searched by `nas`).
+    `bn_momentum` 0.9 suits short trainings on small data (the moving statistics catch up).
     """
     if not 0 < width <= 4:
         raise ValueError(f"Expected width in (0, 4]. Received: width={width}")
@@ -74,19 +79,33 @@ def mobilenet(input_shape, num_classes, width: float = 1.0,
     kernels = [kernel] * len(blocks) if isinstance(kernel, int) else list(kernel)
     if len(kernels) != len(blocks):
         raise ValueError(f"Expected one kernel per stage ({len(blocks)}). Received: kernel={kernel}")
+    if not 0 < bn_momentum < 1:
+        raise ValueError(f"Expected bn_momentum in (0, 1). Received: bn_momentum={bn_momentum}")
+
+    def bn(name):
+        return layers.BatchNormalization(momentum=bn_momentum, name=name)
+
     inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    if resolution is not None:
+        size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"Expected resolution as one side or [height, width] >= 1. "
+                             f"Received: resolution={resolution}")
+        if size != tuple(input_shape[:2]):
+            x = layers.Resizing(*size, interpolation="bilinear", name="resize")(x)
     x = layers.Conv2D(_make_divisible(32 * width), 3, strides=stem_stride, padding="same",
-                      use_bias=False, name="stem")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+                      use_bias=False, name="stem")(x)
+    x = bn(name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     for s, (n, k) in enumerate(zip(blocks, kernels)):
         ch, stride = MOBILENET_STAGES[s]
         for b in range(n):
             x = _inverted_residual(x, _make_divisible(ch * width), stride if b == 0 else 1,
-                                   1 if s == 0 else expansion, k, name=f"s{s}b{b}")
+                                   1 if s == 0 else expansion, k, name=f"s{s}b{b}", bn=bn)
     x = layers.Conv2D(_make_divisible(head_channels * max(1.0, width)), 1, use_bias=False,
                       name="head")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = bn(name="head_bn")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:

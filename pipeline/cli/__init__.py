@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "pipeline.cli.distill",
     "pipeline.cli.prune",
     "pipeline.cli.quantize",
+    "pipeline.cli.nas",
 )
 
 

@@ -14,14 +14,19 @@ import click
 @click.option("--from", "from_stage", metavar="STAGE", help="re-run from this stage (name, "
               "folder or 1-based index) even if it is up to date")
 @click.option("--force", is_flag=True, help="re-run every stage")
-def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool) -> None:
+@click.option("--workers", type=click.IntRange(0), default=0, help="nas: search with a chief and "
+              "N worker processes on this host")
+def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
+        workers: int) -> None:
     """Run a recipe; stages already done with the same fingerprint are skipped."""
     from pipeline import engine, recipe as recipes
+    from pipeline.stages.nas import distributed
 
     r = recipes.load(recipe_file)
     run_dir = Path(out or Path("runs") / r.name)
-    records = engine.run(r, run_dir, from_stage=from_stage, force=force,
-                         recipe_text=Path(recipe_file).read_text())
+    with distributed(workers=workers):
+        records = engine.run(r, run_dir, from_stage=from_stage, force=force,
+                             recipe_text=Path(recipe_file).read_text())
     click.echo(f"done: {len(records)} stages in {run_dir}")
     if (run_dir / "report.md").exists():
         click.echo(f"report: {run_dir / 'report.html'}")

@@ -3,6 +3,7 @@
 from pipeline.stages import export, profile, report, train
 from pipeline.stages import distill
 from pipeline.stages import cluster, lowrank, prune, quantize
+from pipeline.stages import nas
 from pipeline.stages.base import Stage
 
 STAGES: dict[str, type[Stage]] = {s.name: s for s in (
@@ -15,4 +16,5 @@ STAGES: dict[str, type[Stage]] = {s.name: s for s in (
     quantize.Quantize,
     cluster.Cluster,
     lowrank.LowRank,
+    nas.Nas,
 )}

@@ -1,0 +1,200 @@
+"""Chief and workers on Keras Tuner's own gRPC oracle service, with the timeouts it lacks.
+
+The chief serves the oracle (keras-tuner's `OracleServicer`) and waits until the search is over;
+workers run trials and talk to it through keras-tuner's `OracleClient`, configured as keras-tuner
+expects by KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT. What we add:
+every call has a deadline (keras-tuner waits an hour), so a worker whose chief is gone or never
+answered stops with one clear error; the chief watches the worker processes it started and
+fails clearly when one of them dies; the chief picks a free port when asked for port 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Callable, Sequence
+
+import grpc
+from keras_tuner.src import errors as kt_errors
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief, oracle_client
+
+from pipeline.errors import UserError
+
+log = logging.getLogger("edgepipe")
+
+ENV_ID, ENV_IP, ENV_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
+
+
+class ChiefUnreachable(UserError, kt_errors.FatalError):
+    """The chief did not answer in time (a FatalError, so keras-tuner does not retry a trial)."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' → (host, port), or a UserError."""
+    host, sep, port = (text or "").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"Expected a chief address HOST:PORT (port 0-65535). Received: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def worker_env(address: str, tuner_id: str) -> dict[str, str]:
+    """keras-tuner's environment contract for a worker of the chief at `address`."""
+    host, port = parse_address(address)
+    return {ENV_ID: tuner_id, ENV_IP: host, ENV_PORT: str(port)}
+
+
+class _Stub:
+    """OracleStub with our deadline on every call and gRPC failures as one clear error."""
+
+    def __init__(self, address: str, timeout: float):
+        self.address, self.timeout, self.answered = address, timeout, False
+        self._stub = protos.get_service_grpc().OracleStub(grpc.insecure_channel(address))
+
+    def __getattr__(self, name: str) -> Callable:
+        method = getattr(self._stub, name)
+
+        def call(request, **kwargs):
+            kwargs.update(timeout=self.timeout, wait_for_ready=True)
+            try:
+                response = method(request, **kwargs)
+            except grpc.RpcError as e:
+                raise self._error(name, e) from None
+            self.answered = True
+            return response
+
+        return call
+
+    def _error(self, call: str, e: grpc.RpcError) -> ChiefUnreachable:
+        code = e.code() if hasattr(e, "code") else None
+        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+            if not self.answered:
+                return ChiefUnreachable(
+                    f"the nas chief at {self.address} did not answer within {self.timeout:g}s: "
+                    f"start `edgepipe nas RECIPE --chief` there first, or check the address and "
+                    f"the firewall")
+            return ChiefUnreachable(
+                f"the nas chief at {self.address} stopped answering (no reply to {call} within "
+                f"{self.timeout:g}s): it finished or died; this worker stops (a result it held "
+                f"was not recorded and will run again when the chief resumes)")
+        details = e.details() if hasattr(e, "details") else str(e)
+        return ChiefUnreachable(f"the nas chief at {self.address} failed on {call}: "
+                                f"{code.name if code else 'error'}: {details}")
+
+
+class RemoteOracle(oracle_client.OracleClient):
+    """keras-tuner's OracleClient with a deadline on every call."""
+
+    def __init__(self, oracle, address: str, tuner_id: str, timeout: float):
+        self._oracle = oracle
+        self.stub = _Stub(address, timeout)
+        self.tuner_id = tuner_id
+        self.multi_worker = False
+        self.should_report = True
+
+
+def remote(address: str, tuner_id: str, timeout: float) -> Callable:
+    """For EdgeTuner(remote=...): wraps the tuner's local oracle into a RemoteOracle."""
+    return lambda oracle: RemoteOracle(oracle, address, tuner_id, timeout)
+
+
+def check_same_search(remote_oracle, key_name: str, key: str) -> None:
+    """The chief must run the search this worker was configured for (same recipe settings)."""
+    space = remote_oracle.get_space()
+    theirs = space.values.get(key_name)
+    if theirs != key:
+        raise UserError(f"this worker's search (key {key[:12]}) differs from the chief's "
+                        f"(key {str(theirs)[:12]}): start workers with the same recipe and "
+                        f"library versions as the chief")
+
+
+class Chief:
+    """Serves `oracle` over gRPC at `bind` ("HOST:PORT"; port 0 picks a free one)."""
+
+    def __init__(self, oracle, bind: str):
+        host, port = parse_address(bind)
+        self.oracle = oracle
+        self.servicer = oracle_chief.OracleServicer(oracle)
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            raise UserError(f"the nas chief cannot listen on {host}:{port} (port in use or "
+                            f"address not on this machine); pick another --address")
+        self.host = host
+        self.server.start()
+
+    @property
+    def address(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "[::]") else self.host
+        return f"{host}:{self.port}"
+
+    def finished(self) -> bool:
+        """Every tuner that asked was told to stop, and no trial is running."""
+        return self.servicer.stop_triggered and oracle_chief.exit_chief(self.oracle)
+
+    def wait(self, workers: Sequence["LocalWorker"] = (), remote_workers: bool = False,
+             poll: float = 0.25, notice_every: float = 60.0) -> None:
+        """Until the search is over: all local workers exited (and, with remote workers, every
+        worker was told to stop). A local worker that fails stops the others and raises."""
+        last_notice = time.time()
+        try:
+            while True:
+                for w in workers:
+                    if w.returncode not in (None, 0):
+                        raise UserError(f"nas worker {w.tuner_id} failed (exit {w.returncode}): "
+                                        f"{w.last_line()}; log: {w.log_path}")
+                local_done = all(w.returncode is not None for w in workers)
+                if local_done and (not remote_workers or self.finished()):
+                    return
+                if remote_workers and time.time() - last_notice > notice_every:
+                    last_notice = time.time()
+                    if not self.oracle.ongoing_trials:
+                        log.info("[nas] chief waiting for workers at %s:%d", self.host, self.port)
+                time.sleep(poll)
+        finally:
+            for w in workers:
+                w.stop()
+
+    def stop(self) -> None:
+        self.server.stop(grace=1).wait(5)
+
+
+class LocalWorker:
+    """A worker process started by the chief on this host; output goes to `log_path`."""
+
+    def __init__(self, tuner_id: str, command: list[str], log_path: Path, env: dict[str, str]):
+        self.tuner_id, self.log_path = tuner_id, Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env={**os.environ, **env})
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def last_line(self) -> str:
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines()
+                     if ln.strip()]
+        except OSError:
+            return "no log"
+        errors = [ln for ln in lines if ln.startswith("error:")]
+        return (errors or lines or ["no output"])[-1]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

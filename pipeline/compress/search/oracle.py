@@ -1,0 +1,210 @@
+"""Keras Tuner's oracles (random, bayesian, hyperband) with what a long, shared search needs.
+
+The mixin adds, whatever the algorithm: a time limit (no new trial after it), a log line per
+finished trial with the best feasible trial so far, failures recorded instead of raised (a chief
+serving workers over gRPC must not die inside a request), the tuner that ran each trial, and a
+reload that repairs what a kill can leave between keras-tuner's two writes (a trial file saying
+COMPLETED while oracle.json still lists it as running, and the reverse), so no finished trial
+runs again and no started one is lost. State files are written atomically (see `_atomic_json`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import keras_tuner as kt
+from keras_tuner.src import utils as kt_utils
+from keras_tuner.src.engine import metrics_tracking
+from keras_tuner.src.engine.trial import TrialStatus
+
+from pipeline.artifacts import atomic_write_text
+
+log = logging.getLogger("edgepipe")
+
+OBJECTIVE = "score"
+
+
+def _atomic_json(path, obj) -> str:
+    """keras-tuner's utils.save_json, but temp file + rename: a kill never leaves half a state."""
+    import json
+
+    text = json.dumps(obj)
+    atomic_write_text(os.fspath(path), text)
+    return text
+
+
+# keras-tuner writes oracle.json, trial.json and tuner*.json through this one function.
+kt_utils.save_json = _atomic_json
+
+
+class EdgeOracleMixin:
+    """Put before a keras_tuner Oracle class (see `make_oracle`)."""
+
+    def _edge_init(self, time_limit_s: float | None, num_stages: int) -> None:
+        self.time_limit_s = time_limit_s
+        self.num_stages = num_stages
+        self.began = time.time()
+        self.failure: str | None = None
+        self.stop_reason: str | None = None
+        self.ran_by: dict[str, list[str]] = {}
+        self._started: dict[str, float] = {}
+        self.verbose = 0  # our log lines replace keras-tuner's prints
+
+    # ----- stopping ---------------------------------------------------------------------------
+    def populate_space(self, trial_id):
+        if self.failure:
+            return {"status": TrialStatus.STOPPED}
+        if self.time_limit_s is not None and time.time() - self.began >= self.time_limit_s:
+            self.stop_reason = f"time limit ({self.time_limit_s / 60:g} min) reached"
+            return {"status": TrialStatus.STOPPED}
+        response = super().populate_space(trial_id)
+        if response["status"] == TrialStatus.STOPPED and not self.stop_reason:
+            self.stop_reason = "search space exhausted"
+        return response
+
+    def _check_consecutive_failures(self):
+        try:
+            super()._check_consecutive_failures()
+        except RuntimeError as e:
+            self.failure = str(e).splitlines()[0]
+            last = self.trials[self.end_order[-1]]
+            self.failure += f"; last error: {last_line(last.message)}"
+
+    # ----- bookkeeping and progress ---------------------------------------------------------
+    @kt.synchronized
+    def create_trial(self, tuner_id):
+        trial = super().create_trial(tuner_id)
+        if trial.status == TrialStatus.RUNNING and trial.trial_id not in self._started:
+            self.ran_by.setdefault(trial.trial_id, []).append(tuner_id)
+            self._started[trial.trial_id] = time.time()
+            self.save()
+            from pipeline.compress.search.space import describe
+
+            log.info("[nas] trial %s started on %s: %s", trial.trial_id, tuner_id,
+                     describe(trial.hyperparameters.values, self.num_stages))
+        return trial
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        t = self.trials[trial.trial_id]
+        seconds = time.time() - self._started.pop(trial.trial_id, time.time())
+        who = (self.ran_by.get(trial.trial_id) or ["?"])[-1]
+        if t.status == TrialStatus.COMPLETED:
+            what = summary(metrics_of(t))
+        else:
+            what = f"{t.status}: {last_line(t.message)}"
+        best = best_trial(self.trials.values())
+        best_text = (f"best: trial {best.trial_id} {summary(metrics_of(best), short=True)}"
+                     if best else "no feasible trial yet")
+        done = sum(1 for x in self.trials.values() if x.status in FINISHED)
+        budget = f"/{self.max_trials}" if self.max_trials else ""
+        log.info("[nas] trial %s (%s) %s in %.1fs | %s | %d%s trials, %.1f min", trial.trial_id,
+                 who, what, seconds, best_text, done, budget, (time.time() - self.began) / 60)
+
+    # ----- state ------------------------------------------------------------------------------
+    def get_state(self):
+        return {**super().get_state(), "edgepipe_ran_by": self.ran_by}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.ran_by = dict(state.get("edgepipe_ran_by", {}))
+
+    def reload(self):
+        super().reload()  # ongoing trials → retry queue
+        for tid, t in self.trials.items():
+            if t.status in FINISHED:
+                # the trial file was written, oracle.json not yet: it finished, do not rerun
+                while tid in self._retry_queue:
+                    self._retry_queue.remove(tid)
+                if tid not in self.end_order:
+                    self.end_order.append(tid)
+            elif tid not in self._retry_queue:
+                # created (trial file written) but oracle.json never heard of it: run it again
+                self._retry_queue.append(tid)
+        for tid in self._retry_queue:
+            self.trials[tid].metrics = metrics_tracking.MetricsTracker()  # drop partial reports
+        if self._retry_queue:
+            log.info("[nas] resuming: %d trials finished, %d interrupted to run again",
+                     len(self.end_order), len(self._retry_queue))
+
+
+FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
+
+
+def make_oracle(name: str, hyperparameters, *, max_trials: int, seed: int, epochs: int,
+                time_limit_s: float | None = None, initial_points: int | None = None,
+                factor: int = 3, max_failures: int = 3, num_stages: int = 4):
+    """An oracle of `name` (random | bayesian | hyperband) maximizing the trials' "score"."""
+    objective = kt.Objective(OBJECTIVE, direction="max")
+    common = dict(objective=objective, hyperparameters=hyperparameters, seed=seed + 1,
+                  allow_new_entries=False, tune_new_entries=True,
+                  max_consecutive_failed_trials=max_failures)
+    if name == "random":
+        base, kw = kt.oracles.RandomSearchOracle, dict(max_trials=max_trials)
+    elif name == "bayesian":
+        base, kw = kt.oracles.BayesianOptimizationOracle, dict(
+            max_trials=max_trials, num_initial_points=initial_points or max(3, max_trials // 4))
+    elif name == "hyperband":
+        base, kw = kt.oracles.HyperbandOracle, dict(max_epochs=epochs, factor=factor,
+                                                    hyperband_iterations=None)
+    else:
+        raise ValueError(f"unknown oracle {name!r}")
+    cls = type(f"Edge{base.__name__}", (EdgeOracleMixin, base), {})
+    oracle = cls(**common, **kw)
+    oracle.max_trials = max_trials  # hyperband has no max_trials argument; the base honors it
+    oracle._edge_init(time_limit_s, num_stages)
+    return oracle
+
+
+def open_project(oracle, directory, name: str) -> bool:
+    """Point the oracle at its project folder and reload it if a search is there. Returns
+    whether it resumed."""
+    oracle._set_project_dir(str(directory), name)
+    if os.path.exists(os.path.join(str(directory), name, "oracle.json")):
+        oracle.reload()
+        return True
+    return False
+
+
+# ----- reading trials ---------------------------------------------------------------------------
+def metrics_of(trial) -> dict[str, float]:
+    out = {}
+    for name in trial.metrics.metrics:
+        v = trial.metrics.get_last_value(name)
+        if v is not None:
+            out[name] = float(v)
+    return out
+
+
+def is_feasible(trial) -> bool:
+    return trial.status == TrialStatus.COMPLETED and metrics_of(trial).get("feasible") == 1.0
+
+
+def best_trial(trials) -> Any:
+    """The feasible trial with the best score (val accuracy); ties: lower latency, fewer params."""
+    ok = [t for t in trials if is_feasible(t)]
+    if not ok:
+        return None
+    return max(ok, key=lambda t: (metrics_of(t)["score"], -metrics_of(t).get("latency_ms", 0),
+                                  -metrics_of(t).get("params", 0)))
+
+
+def summary(m: dict[str, float], short: bool = False) -> str:
+    if not m:
+        return "(no metrics)"
+    text = (f"val_acc {m.get('val_accuracy', math.nan):.4f}  p50 {m.get('latency_ms', math.nan):.4f}"
+            f" ms")
+    if short:
+        return text
+    text += f"  {m.get('size_kb', math.nan):.1f} KB  {int(m.get('params', 0)):,} params"
+    return text + ("  feasible" if m.get("feasible") == 1.0 else "  INFEASIBLE")
+
+
+def last_line(message: str | None) -> str:
+    lines = [ln.strip() for ln in (message or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"

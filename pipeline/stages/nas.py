@@ -1,0 +1,240 @@
+"""`nas`: hardware-aware architecture search (Keras Tuner) over the zoo's `mobilenet` family.
+
+Every candidate is trained, converted (fp32 or int8) and timed on this host with edge-runner;
+candidates over the constraints are penalized, never accepted. The best feasible one is saved as
+the Keras model "best", so distill / prune / quantize / export follow it.
+
+Where things live. The search runs in `<run_dir>/.nas/<key>/` (keras-tuner's project folder:
+oracle.json, trial_*/ with each trial's model, .tflite and runs.jsonl), *outside* the stage's
+temp folder: the engine deletes that folder when a stage fails or is killed, and commits it only
+once the stage returns. So a killed search continues on the next `edgepipe run` without repeating
+a finished trial, and a finished one is cheap to re-run (`--force` reloads it). `<key>` hashes
+what the trials' results depend on — data, seed, library versions, space, training, constraints —
+but not the budget: raising max_trials continues the same search. Delete `.nas/` to start over.
+The stage's own folder holds trials.json, pareto.json, pareto.png and best.keras.
+
+Distributed: `edgepipe run RECIPE --workers N` makes this stage a chief (keras-tuner's gRPC
+oracle) with N worker processes on this host; `edgepipe nas RECIPE --chief/--worker` spans
+machines (see pipeline/cli/nas.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.errors import UserError
+from pipeline.stages.base import Stage, StageResult
+from pipeline.stages.nas_config import NasConfig
+
+SEARCH_DIR = ".nas"
+
+
+@dataclass
+class Distribution:
+    """How the stage searches: in process (default), or as a chief."""
+
+    workers: int = 0  # worker processes the chief starts on this host
+    bind: str | None = None  # chief address for workers on other hosts ("HOST:PORT")
+    timeout: float = 60.0  # workers: deadline of each call to the chief
+
+
+_DIST = Distribution()
+
+
+@contextlib.contextmanager
+def distributed(workers: int = 0, bind: str | None = None,
+                timeout: float = 60.0) -> Iterator[None]:
+    """Within this block, nas stages search as a chief (the CLI's --workers / --chief)."""
+    global _DIST
+    old, _DIST = _DIST, Distribution(workers, bind, timeout)
+    try:
+        yield
+    finally:
+        _DIST = old
+
+
+def resolved_constraints(recipe, cfg: NasConfig) -> dict[str, float | None]:
+    c = cfg.constraints
+    return {"max_latency_ms": c.max_latency_ms or recipe.gates.max_latency_ms,
+            "max_size_kb": c.max_size_kb or recipe.gates.max_size_kb,
+            "max_params": c.max_params}
+
+
+def search_key(recipe, cfg: NasConfig) -> str:
+    from pipeline.artifacts import library_versions, sha256_json, sha256_path
+
+    data = recipe.dataset.path
+    return sha256_json({
+        "dataset": recipe.dataset.model_dump(mode="json"), "seed": recipe.seed,
+        "data_hash": sha256_path(data) if data and Path(data).exists() else None,
+        "versions": library_versions(), "settings": cfg.search_settings(),
+        "constraints": resolved_constraints(recipe, cfg)})
+
+
+def search_spec(recipe, cfg: NasConfig):
+    from pipeline.compress.search import SearchSpec, TrialSettings
+
+    c = resolved_constraints(recipe, cfg)
+    settings = TrialSettings(
+        num_stages=cfg.space.num_stages, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer, patience=cfg.patience, quantization=cfg.quantization,
+        threads=cfg.bench.threads, warmup=cfg.bench.warmup, min_runs=cfg.bench.min_runs,
+        min_seconds=cfg.bench.min_seconds, max_latency_ms=c["max_latency_ms"],
+        max_size_kb=c["max_size_kb"], max_params=c["max_params"], seed=recipe.seed)
+    return SearchSpec(space=cfg.space.plain(), key=search_key(recipe, cfg), oracle=cfg.oracle,
+                      max_trials=cfg.max_trials,
+                      time_limit_s=cfg.time_limit_min * 60 if cfg.time_limit_min else None,
+                      initial_points=cfg.initial_points, factor=cfg.factor,
+                      max_failures=cfg.max_failures, settings=settings)
+
+
+def project_dir(run_dir: Path, key: str) -> Path:
+    return Path(run_dir) / SEARCH_DIR / key[:16]
+
+
+def check_data(cfg: NasConfig, input_shape) -> None:
+    from pipeline.compress.search.space import check_resolution
+
+    if len(input_shape) != 3:
+        raise UserError(f"nas searches image models (NHWC); the dataset's samples have shape "
+                        f"{list(input_shape)}")
+    try:
+        check_resolution(cfg.space.plain(), input_shape)
+    except ValueError as e:
+        raise UserError(f"nas: space: {e}") from None
+
+
+def _local_workers(ctx, project: Path, count: int, timeout: float):
+    """A function the chief calls with its address to start `count` workers on this host."""
+    import yaml
+
+    from pipeline.artifacts import atomic_write_text
+    from pipeline.compress.search.distribute import LocalWorker, worker_env
+
+    recipe_file = project / "recipe.yaml"
+    atomic_write_text(recipe_file, yaml.safe_dump(ctx.recipe.to_json(), sort_keys=False))
+    threads = max(1, (os.cpu_count() or 1) // max(1, count))
+
+    def start(address: str):
+        out = []
+        for i in range(count):
+            tid = f"tuner{i}"
+            cmd = [sys.executable, "-m", "pipeline.cli", "nas", str(recipe_file), "--worker",
+                   "--address", address, "--id", tid, "--out", str(ctx.run_dir),
+                   "--stage", ctx.stage_dir, "--timeout", f"{timeout:g}",
+                   "--threads", str(threads)]
+            out.append(LocalWorker(tid, cmd, project / f"worker_{tid}.log",
+                                   worker_env(address, tid)))
+        return out
+
+    return start
+
+
+def closest(rows: list[dict[str, Any]], limits: dict[str, float | None], n: int = 3) -> str:
+    """The `n` completed trials nearest to feasibility, as text for the error message."""
+    names = {"latency_ms": ("max_latency_ms", "latency", "ms"),
+             "size_kb": ("max_size_kb", "size", "KB"), "params": ("max_params", "params", "")}
+
+    def over(r):
+        return sum(max(0.0, r[k] / limits[lim] - 1) for k, (lim, _, _) in names.items()
+                   if limits.get(lim))
+
+    parts = []
+    for r in sorted(rows, key=over)[:n]:
+        bits = [f"{label} {r[k]:.4g}{(' ' + unit) if unit else ''} (limit {limits[lim]:g})"
+                for k, (lim, label, unit) in names.items() if limits.get(lim)]
+        parts.append(f"trial {r['trial_id']} [{r['architecture']}]: " + ", ".join(bits))
+    return "; ".join(parts)
+
+
+class Nas(Stage):
+    name = "nas"
+    Config = NasConfig
+    help = ("hardware-aware architecture search (keras-tuner) over zoo.mobilenet; every "
+            "candidate timed as .tflite on this host; saves best.keras")
+
+    def run(self, ctx, cfg: NasConfig) -> StageResult:
+        from pipeline.artifacts import atomic_write_bytes, atomic_write_json
+        from pipeline.compress import search as S
+
+        ds = ctx.dataset()
+        check_data(cfg, ds.input_shape)
+        spec = search_spec(ctx.recipe, cfg)
+        project = project_dir(ctx.run_dir, spec.key)
+        project.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        dist = _DIST
+        if dist.workers or dist.bind:
+            oracle = S.run_chief(spec, project, dist.bind or "127.0.0.1:0",
+                                 _local_workers(ctx, project, dist.workers, dist.timeout),
+                                 remote_workers=dist.bind is not None)
+        else:
+            oracle = S.run_local(spec, ds, project)
+        seconds = time.time() - t0
+        rows = S.trial_rows(oracle)
+        atomic_write_json(project / "trials.json", rows)  # survives a failing stage
+        if oracle.failure:
+            raise UserError(f"nas: search stopped: {oracle.failure}; trials: "
+                            f"{project / 'trials.json'}")
+        done = [r for r in rows if r["status"] == "COMPLETED"]
+        if not done:
+            raise UserError(f"nas: no trial completed (search folder {project})")
+        pareto = S.front(done)
+        best = S.best_trial(oracle.trials.values())
+        limits = {k: v for k, v in resolved_constraints(ctx.recipe, cfg).items()}
+        atomic_write_json(ctx.out_dir / "trials.json", rows)
+        atomic_write_json(ctx.out_dir / "pareto.json", {
+            "x": "latency_ms", "y": "val_accuracy", "constraints": limits,
+            "quantization": cfg.quantization, "front": pareto,
+            "best": best.trial_id if best else None})
+        atomic_write_bytes(ctx.out_dir / "pareto.png", S.plot_png(
+            done, pareto, limits["max_latency_ms"], best.trial_id if best else None,
+            title=f"nas: {len(done)} trials, {cfg.quantization} latency on this host"))
+        if best is None:
+            raise UserError(f"nas: no candidate meets the constraints "
+                            f"({', '.join(f'{k}={v:g}' for k, v in limits.items() if v)}) in "
+                            f"{len(done)} trials; closest: {closest(done, limits)}; relax the "
+                            f"constraints or change the space (all trials: "
+                            f"{project / 'trials.json'})")
+        return self._finish(ctx, cfg, spec, oracle, best, rows, pareto, project, seconds)
+
+    def _finish(self, ctx, cfg, spec, oracle, best, rows, pareto, project, seconds):
+        from pipeline.compress import search as S
+        from pipeline.training import FitConfig, fit
+
+        ds = ctx.dataset()
+        model, retrained = S.best_model(oracle, best, ds, spec.settings, project)
+        row = next(r for r in rows if r["trial_id"] == best.trial_id)
+        if cfg.final_epochs:
+            lr = row["hyperparameters"].get("learning_rate", 1e-3)
+            fit(model, ds, FitConfig(epochs=cfg.final_epochs, batch_size=cfg.batch_size,
+                                     learning_rate=lr, optimizer=cfg.optimizer,
+                                     patience=cfg.final_patience),
+                seed=ctx.seed, prefix="[nas] final training")
+        search = {"nas_trial": best.trial_id, "architecture": row["architecture"],
+                  "hyperparameters": row["hyperparameters"],
+                  "nas_val_accuracy": row["val_accuracy"], "nas_latency_ms": row["latency_ms"],
+                  "nas_size_kb": row["size_kb"], "nas_quantization": cfg.quantization,
+                  "retrained": retrained, "final_epochs": cfg.final_epochs}
+        art = ctx.save_model(model, "best", metrics=search)
+        completed = [r for r in rows if r["status"] == "COMPLETED"]
+        ctx.log("[nas] best: trial %s [%s] val_acc %.4f p50 %.4f ms %.1f KB; test accuracy %.4f "
+                "(%d trials, %d feasible, %.1f min)", best.trial_id, row["architecture"],
+                row["val_accuracy"], row["latency_ms"], row["size_kb"], art.metrics["accuracy"],
+                len(completed), sum(1 for r in completed if r.get("feasible")), seconds / 60)
+        metrics = {"trials": len(rows), "completed": len(completed),
+                   "feasible": sum(1 for r in completed if r.get("feasible")),
+                   "failed": sum(1 for r in rows if r["status"] in ("FAILED", "INVALID")),
+                   "search_seconds": round(seconds, 1), "best_trial": best.trial_id,
+                   "pareto": [p["trial_id"] for p in pareto], "oracle": cfg.oracle,
+                   "stopped": oracle.stop_reason or "max_trials reached",
+                   "search_dir": str(project.relative_to(ctx.run_dir)),
+                   "plots": [ctx.rel("pareto.png")], "test_accuracy": art.metrics["accuracy"]}
+        return StageResult([art], json.loads(json.dumps(metrics)))
