@@ -15,6 +15,7 @@ import numpy as np
 import tf_keras as keras
 
 from pipeline.compress.channels.graph import CONV_T, ChannelGraph
+from pipeline.errors import UserError
 
 
 def keep_count(channels: int, ratio: float, round_to: int, min_channels: int) -> int:
@@ -88,7 +89,12 @@ def apply_keep(model, graph: ChannelGraph, keep: dict):
     """A new model with the channels not in `keep` removed; weights copied and sliced."""
 
     def clone(layer):
-        cfg = _new_config(layer, graph.layers.get(layer.name), graph, keep)
+        try:
+            cfg = _new_config(layer, graph.layers.get(layer.name), graph, keep)
+        except NotImplementedError as e:
+            raise UserError(f"Layer '{layer.name}' ({type(layer).__name__}) has no get_config(): "
+                            f"channel surgery rebuilds the model from its config; implement "
+                            f"get_config() for this layer") from e
         return layer.__class__.from_config(cfg)
 
     new = keras.models.clone_model(model, clone_function=clone)
