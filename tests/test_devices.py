@@ -130,6 +130,7 @@ def test_ssh_options_batchmode_strict_keys_timeouts(inv_path):
     assert ["-p", "2222"] == argv[argv.index("-p"):argv.index("-p") + 2]
     assert os.path.expanduser("~/.ssh/id_pi") in argv
     assert "StrictHostKeyChecking=accept-new" in SSH(pi4, accept_new=True).argv("true")
+    assert SSH(pi4.model_copy(update={"ssh_config": "/x/cfg"})).argv("true")[1:3] == ["-F", "/x/cfg"]
     alias = load_inventory(inv_path).get("pi5").model_copy(update={"known_hosts": None})
     a = SSH(alias).argv("true")
     assert "-p" not in a and "-i" not in a and a[-2] == "pi5-alias"
@@ -262,3 +263,16 @@ def test_remote_command_lines_are_quoted_joins():
     argv = remote_runner(d, "bench", "/w $(x)/ 'q'/models/abc.tflite", "--json")
     assert shlex.split(shlex.join(argv)) == argv
     assert argv[:3] == ["env", "PYTHONPATH=/w $(x)/ 'q'/lib", "/w $(x)/ 'q'/venv/bin/python"]
+
+
+def test_json_output_survives_login_chatter():
+    from pipeline.devices.remote import _json
+    from pipeline.devices.transport import Result
+
+    ssh = SSH(Device(name="b", host="board", multiplex=False))
+    r = Result([], 0, b'Welcome to Raspberry Pi OS\n{\n  "runtime": 1\n}\n', b"", 0.0)
+    assert _json(ssh, r, "x") == {"runtime": 1}
+    with pytest.raises(DeviceError) as e:
+        _json(ssh, Result([], 0, b"", b"Traceback ...\nImportError: numpy", 0.0), '"edge-runner info"')
+    assert str(e.value) == ('Device "b" (board): "edge-runner info" printed no JSON: '
+                            "'Traceback ...\\nImportError: numpy'")

@@ -54,7 +54,10 @@ def lab(tmp_path_factory, board_python):
         (work / "venv").symlink_to(venv)
         devices[n] = s.entry(python=board_python, workdir=str(work), tags=["lab"] if n != "c" else [])
     inv = root / "devices.yaml"
-    inv.write_text(yaml.safe_dump({"defaults": {"known_hosts": str(known), "connect_timeout": 3},
+    ssh_config = root / "ssh_config"  # hermetic: no ~/.ssh/config, no /etc/ssh/ssh_config
+    ssh_config.write_text("")
+    inv.write_text(yaml.safe_dump({"defaults": {"known_hosts": str(known), "connect_timeout": 3,
+                                                "ssh_config": str(ssh_config)},
                                    "devices": devices}))
     yield {"root": root, "servers": servers, "inv": inv, "known": known, "key": user_key,
            "devices": load_inventory(inv)}

@@ -101,7 +101,7 @@ def check_cmd(names, tags, devices_path, accept_new, timeout, as_json) -> None:
     else:
         for d in devs:
             if d.name in res.errors:
-                click.echo(f"{d.name:<14} UNREACHABLE  {res.errors[d.name]}")
+                click.echo(f"{d.name:<14} FAILED  {res.errors[d.name]}")
                 continue
             c = res.results[d.name]
             rt = c["runtime"] or {}

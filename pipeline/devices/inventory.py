@@ -56,6 +56,8 @@ class Device(BaseModel):
     pip_args: tuple[str, ...] = ()
     #: UserKnownHostsFile; None keeps the ssh client's own (~/.ssh/known_hosts).
     known_hosts: str | None = None
+    #: `ssh -F FILE` instead of ~/.ssh/config and /etc/ssh/ssh_config (None: the usual ones).
+    ssh_config: str | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
     #: Reuse one SSH connection for all commands of a job (ControlMaster).
     multiplex: bool = True

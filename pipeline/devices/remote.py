@@ -50,8 +50,12 @@ def _probe_script() -> bytes:
 
 
 def _json(ssh: SSH, r: Result, what: str) -> dict:
+    """The JSON object a command printed. Lines before it (a chatty login script) are skipped."""
+    text = r.text
+    if not text.lstrip().startswith("{") and "\n{" in text:
+        text = text[text.index("\n{") + 1:]
     try:
-        out = json.loads(r.text)
+        out = json.loads(text)
     except json.JSONDecodeError:
         tail = (r.text.strip() or r.err.strip())[-200:]
         raise DeviceError(f"Device {ssh.device.label}: {what} printed no JSON: {tail!r}") from None

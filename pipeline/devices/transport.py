@@ -116,6 +116,8 @@ class SSH:
                 "-o", f"ConnectTimeout={max(1, math.ceil(d.connect_timeout))}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
                 "-o", "LogLevel=ERROR", "-o", "ClearAllForwardings=yes", "-T"]
+        if d.ssh_config:
+            opts = ["-F", os.path.expanduser(d.ssh_config), *opts]
         if d.known_hosts:
             opts += ["-o", f"UserKnownHostsFile={_ssh_opt_path(d.known_hosts)}"]
         if d.port:
@@ -242,6 +244,8 @@ class SSH:
         if cdir is None:
             return
         argv = [self.ssh_bin, "-o", f"ControlPath={cdir}/%C", "-O", "exit"]
+        if self.device.ssh_config:
+            argv[1:1] = ["-F", os.path.expanduser(self.device.ssh_config)]
         if self.device.port:
             argv += ["-p", str(self.device.port)]
         if any(Path(cdir).iterdir()):
