@@ -1,0 +1,145 @@
+"""The `prune`, `cluster` and `lowrank` stages, their recipe settings, and `edgepipe prune`."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import pipeline.stages  # noqa: F401  (the registry first: pipeline.training imports it)
+
+from pipeline import engine, models, recipe
+from pipeline.cli import main
+from pipeline.errors import RecipeError
+
+HEAD = """name: pr
+seed: 0
+dataset: {name: digits, input_size: [8, 8], train_fraction: 0.5}
+model: {zoo: small_cnn, options: {filters: [8, 16], dense: 32, dropout: 0.0}}
+stages:
+  - train: {epochs: 3, batch_size: 32, learning_rate: 0.01, patience: null}
+"""
+
+
+def _recipe(*stages: str) -> recipe.Recipe:
+    return recipe.parse(HEAD + "".join(f"  - {s}\n" for s in stages), "r.yaml")
+
+
+@pytest.mark.slow
+def test_magnitude_channels_cluster_lowrank_chain(tmp_path):
+    r = _recipe("prune: {method: channels, ratio: 0.5, round_to: 4, min_channels: 4, epochs: 1,"
+                " protect: [classifier]}",
+                "prune: {method: magnitude, sparsity: 0.8, skip_first: true, epochs: 2}",
+                "cluster: {clusters: 8, epochs: 1, layers: [fc]}",
+                "lowrank: {ratio: 0.5, epochs: 1, layers: [fc]}",
+                "export: {modes: [int8], sparse: true}")
+    records = engine.run(r, tmp_path / "run")
+    _, channels, magnitude, cluster, lowrank, export = records
+    # channels: per-layer counts before/after in the artifact
+    rows = {row["layer"]: row for row in channels.artifacts[0].metrics["channels"]}
+    assert (rows["conv0"]["out_before"], rows["conv0"]["out_after"]) == (8, 4)
+    assert (rows["conv1"]["out_before"], rows["conv1"]["out_after"]) == (16, 8)
+    assert rows["classifier"]["out_after"] == 10
+    # magnitude: measured per-layer sparsity in metrics.json, the first conv left dense
+    saved = json.loads((tmp_path / "run" / "03_prune" / "metrics.json").read_text())
+    sp = saved["artifacts"][0]["metrics"]["sparsity"]
+    assert sp["conv0"] == 0.0
+    assert all(sp[k] == pytest.approx(0.8, abs=0.01) for k in ("conv1", "fc", "classifier"))
+    plan = saved["metrics"]["schedules"][0]
+    assert plan["frequency"] < plan["total_steps"]  # fitted, not TF-MOT's default of 100
+    # cluster on the sparse model: zeros kept, at most 8 values + zero in fc
+    cm = cluster.artifacts[0].metrics
+    assert cm["preserve_sparsity"] is True and cm["unique_values"]["fc"] <= 9
+    assert cm["sparsity"]["fc"] >= 0.79
+    # lowrank: fewer params, a plain model that loads in safe mode
+    lm = lowrank.artifacts[0].metrics
+    assert lm["params_after"] < lm["params_before"] and lm["macs_after"] < lm["macs_before"]
+    m = models.load_model(tmp_path / "run" / lowrank.artifacts[0].path)
+    assert "fc_lr" in [layer.name for layer in m.layers]
+    # export carries the lineage's sparsity into the .tflite row
+    assert export.artifacts[0].metrics["sparsity"] == sp or "sparsity" in export.artifacts[0].metrics
+
+
+@pytest.mark.parametrize("stage, msg", [
+    ("prune: {sparsity: 1.5}",
+     "r.yaml:7: stages.1.prune.sparsity: Expected sparsity in [0, 1). Received: sparsity=1.5"),
+    ("prune: {method: channels, ratio: 1.0}",
+     "r.yaml:7: stages.1.prune.ratio: Expected ratio in [0, 1). Received: ratio=1.0"),
+    ("prune: {begin_step: 10, end_step: 5}",
+     "r.yaml:7: stages.1.prune: Expected end_step > begin_step (the schedule ends before it "
+     "begins). Received: begin_step=10, end_step=5"),
+    ("prune: {method: magnitde}",
+     "r.yaml:7: stages.1.prune.method: unknown method 'magnitde' (did you mean \"magnitude\"?)"),
+    ("prune: {method: magnitude, ratio: 0.5}",
+     "r.yaml:7: stages.1.prune: ratio applies to method channels, not magnitude"),
+    ("prune: {patience: 3}",
+     "r.yaml:7: stages.1.prune: patience must be null for method magnitude"),
+    ("cluster: {clusters: 1}",
+     "r.yaml:7: stages.1.cluster.clusters: Expected clusters >= 2. Received: clusters=1"),
+    ("lowrank: {rank: 0}", "r.yaml:7: stages.1.lowrank: Expected rank > 0. Received: rank=0"),
+    ("lowrank: {energy: 1.5}",
+     "r.yaml:7: stages.1.lowrank: Expected energy in (0, 1]. Received: energy=1.5"),
+    ("lowrank: {epochs: 1}",
+     "r.yaml:7: stages.1.lowrank: give exactly one of rank, ratio, energy; got none"),
+])
+def test_recipe_settings_are_validated(stage, msg):
+    with pytest.raises(RecipeError) as e:
+        _recipe(stage)
+    assert str(e.value).startswith(msg), str(e.value)
+
+
+# ----- edgepipe prune ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    from tests.helpers import tiny_model
+
+    folder = tmp_path_factory.mktemp("prune_cli")
+    m = tiny_model()
+    path = folder / "m.keras"
+    models.save_model(m, path)
+    return path
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--sparsity", "1.5"], "error: --sparsity: Expected sparsity in [0, 1). Received: sparsity=1.5"),
+    (["--method", "chanels"], "error: --method: unknown method 'chanels' (did you mean \"channels\"?)"),
+    (["--begin-step", "20", "--end-step", "10"], "error: Expected end_step > begin_step"),
+    (["--frequency", "100", "--epochs", "1"],
+     "error: pruning frequency=100 is more than the 15 steps between begin_step=0 and end_step=15 "
+     "(21 training steps): the target sparsity would never be reached. Use frequency <= 15 or "
+     "leave it unset"),
+    (["--method", "channels", "--protect", "clasifier", "--epochs", "0"],
+     'error: Unknown layer "clasifier" in protect (did you mean "classifier"?)'),
+    (["--skip", "fcc"], 'error: Unknown layer "fcc" in pruning (did you mean "fc"?)'),
+    (["--method", "m_by_n", "--m-by-n", "4:4"],
+     "error: --m-by-n: Expected 0 < m < n. Received: m_by_n=[4, 4]"),
+])
+def test_cli_bad_input_one_line_exit_2_nothing_written(model_file, args, msg):
+    before = _files(model_file.parent)
+    res = CliRunner().invoke(main, ["prune", str(model_file), *args])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(msg), res.stderr
+    assert "Traceback" not in res.stderr
+    assert _files(model_file.parent) == before
+
+
+@pytest.mark.slow
+def test_cli_m_by_n(model_file, tmp_path):
+    out = tmp_path / "p.keras"
+    res = CliRunner().invoke(main, ["prune", str(model_file), "--method", "m_by_n", "--epochs", "1",
+                                    "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    assert m["m_by_n"] == [2, 4] and m["m_by_n_layers"] == ["conv0", "fc", "classifier"]
+    assert m["sparsity"]["fc"] == 0.5 and m["sparsity"]["classifier"] == 0.5
+    from pipeline.compress.magnitude import m_by_n_report
+
+    assert all(m_by_n_report(models.load_model(out)).values())
+    assert np.isfinite(m["accuracy"])
