@@ -65,7 +65,7 @@ class DistillConfig(FitConfig):
 
 
 def distill(teacher, student, dataset, cfg: DistillConfig, seed: int = 0,
-            prefix: str = "distill") -> dict[str, Any]:
+            prefix: str = "distill", callbacks=()) -> dict[str, Any]:
     """Fit `student` (in place) against `teacher` on `dataset`; returns a training summary."""
     from pipeline.compress.distiller import Distiller
 
@@ -73,8 +73,7 @@ def distill(teacher, student, dataset, cfg: DistillConfig, seed: int = 0,
     d = Distiller(teacher, student, temperature=cfg.temperature, alpha=cfg.alpha,
                   feature_pairs=cfg.feature_pairs, feature_weight=cfg.feature_weight)
     d.compile(optimizer=optimizer(cfg.optimizer, cfg.learning_rate))
-    summary = fit(d, dataset, cfg, seed=seed, compile=False, prefix=prefix)
-    return summary
+    return fit(d, dataset, cfg, seed=seed, compile=False, prefix=prefix, callbacks=callbacks)
 
 
 def _keras_of(record) -> list:
