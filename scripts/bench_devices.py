@@ -145,6 +145,15 @@ def main() -> int:
             f"| {name} | {size / 1024:.0f} KB | {r['local']:.2f} | {r['cold']:.2f} | "
             f"{tc:.2f} ({100 * tc / r['cold']:.0f}%) | {r['copy']:.2f} | {r['warm']:.2f} | "
             f"{tw:.2f} ({100 * tw / r['warm']:.0f}%) | {r['nomux']:.2f} |")
+    meds = {name: {k: med(v) for k, v in rows[name].items()} for name, _ in models}
+    span = lambda xs: f"{min(xs):.1f}–{max(xs):.1f} s"  # noqa: E731
+    lines += ["", f"Transport (connection, round trips, copy) costs {span([m['warm'] - m['local'] for m in meds.values()])} "
+              f"per job when the model is already on the board and {span([m['cold'] - m['local'] for m in meds.values()])} "
+              f"when it is copied; the copy itself takes {span([m['copy'] for m in meds.values()])} from "
+              f"{min(p.stat().st_size for _, p in models) / 1024:.0f} KB to "
+              f"{max(p.stat().st_size for _, p in models) / 1024:.0f} KB, so per-command latency, "
+              "not bandwidth, dominates on loopback. One shared connection (ControlMaster) saves "
+              f"{span([m['nomux'] - m['warm'] for m in meds.values()])} per warm job."]
     load = os.getloadavg()
     lines += ["", f"Machine: {os.cpu_count()} cores, load average during the run "
               f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (shared; absolute seconds are noisy, "
