@@ -8,8 +8,11 @@ wrong slice anywhere shows up as a mismatch.
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
+import re
+
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 from pipeline.compress.channels import (apply_plan, channel_report, plan_channels, prune_channels,
@@ -51,7 +54,7 @@ def zero_removed(model, plan):
             if use.kind in ("producer", "separable") and short in ("kernel", "pointwise_kernel"):
                 axis = -2 if isinstance(layer, L.Conv2DTranspose) else -1
                 np.moveaxis(w, axis, 0)[gone] = 0
-            elif use.kind in ("producer", "separable", "depthwise") and short == "bias":
+            elif use.kind in ("producer", "separable", "depthwise", "grouped") and short == "bias":
                 w[gone] = 0
             elif use.kind == "batchnorm" and short in ("gamma", "beta", "moving_mean"):
                 w[gone] = 0
@@ -69,7 +72,7 @@ def check_equivalent(model, ratio=0.5, x=None, atol=1e-5, **kw):
     if x is None:
         x = np.random.default_rng(1).uniform(0, 1, (3,) + tuple(model.input_shape[1:]))
     x = x.astype(np.float32)
-    ref, got = model.predict(x, verbose=0), pruned.predict(x, verbose=0)
+    ref, got = model(x, training=False).numpy(), pruned(x, training=False).numpy()
     np.testing.assert_allclose(got, ref, atol=atol, rtol=1e-5)
     assert pruned.count_params() < model.count_params()
     return plan, pruned
@@ -151,6 +154,18 @@ def separable():
     return keras.Model(inp, L.Dense(4, name="head")(x))
 
 
+def hard_swish_grouped():
+    """MobileNetV3-style hard-swish written with tf ops, and a depthwise Conv2D(groups=C)."""
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(16, 3, padding="same", name="c1")(inp)
+    gate = tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+    x = L.Multiply(name="hswish")([x, gate])
+    x = L.Conv2D(16, 3, padding="same", groups=16, name="dwg")(x)
+    x = L.BatchNormalization(name="dwg_bn")(x)
+    x = L.Conv2D(24, 1, name="c2")(x)
+    return keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(x)))
+
+
 # --- proof of correctness, per topology --------------------------------------------------------
 def test_sequential_cnn_equivalent_with_expected_counts():
     plan, pruned = check_equivalent(sequential_cnn())
@@ -186,6 +201,13 @@ def test_separable_depthwise_and_transpose():
     ch = out_channels(pruned)
     assert (ch["sep1"], ch["sep2"], ch["up"]) == (8, 16, 8)
     assert pruned.get_layer("dw").output_shape[-1] == 8
+
+
+def test_tf_ops_and_grouped_depthwise_conv():
+    plan, pruned = check_equivalent(hard_swish_grouped())
+    ch = out_channels(pruned)
+    assert (ch["c1"], ch["dwg"], ch["c2"]) == (8, 8, 16)
+    assert pruned.get_layer("dwg").groups == 8
 
 
 def test_dense_only_mlp_and_per_layer_ratio():
@@ -276,6 +298,22 @@ def test_unsupported_layer_leaves_its_groups_unpruned():
     assert skipped["c2"] == ["unsupported layer 'ln' (LayerNormalization)"]
     assert [r["producers"] for r in report["groups"]] == [["c3"]]
     assert out_channels(pruned) == {"c1": 16, "c2": 16, "c3": 8, "head": 2}
+
+
+def test_channel_mixing_tf_ops_are_skipped():
+    inp = keras.Input((6, 6, 3))
+    a = L.Conv2D(16, 1, name="a")(inp)
+    b = L.Conv2D(16, 1, name="b")(inp)
+    x = L.Concatenate()([a * np.arange(16, dtype=np.float32), tf.reduce_mean(b, axis=-1,
+                                                                             keepdims=True)])
+    model = keras.Model(inp, L.Dense(2, name="head")(L.Flatten()(x)))
+    pruned, report = prune_channels_detailed(model, 0.5)
+    reasons = {s["producers"][0]: s["reasons"] for s in report["skipped"]}
+    (ra,), (rb,) = reasons["a"], reasons["b"]  # op layer names get a counter suffix
+    assert re.fullmatch(r"'tf\.math\.multiply(_\d+)?' applies a non-scalar constant to the "
+                        r"channels", ra)
+    assert re.fullmatch(r"unsupported layer 'tf\.math\.reduce_mean(_\d+)?' \(TFOpLambda\)", rb)
+    assert report["groups"] == []
 
 
 def test_shared_and_nested_layers_are_skipped_not_broken():

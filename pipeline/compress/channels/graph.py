@@ -99,7 +99,7 @@ class Group:
 class LayerUse:
     """How one (non-shared) layer touches channels: kind, input and output layouts."""
 
-    kind: str  # producer | separable | depthwise | batchnorm | prelu | reshape | other
+    kind: str  # producer | separable | depthwise | grouped | batchnorm | prelu | reshape | other
     inputs: list
     outputs: list
 
@@ -270,7 +270,7 @@ def _visit(graph: ChannelGraph, node, shared: bool) -> None:
         elif getattr(layer, "data_format", "channels_last") == "channels_first":
             why = f"layer '{layer.name}' uses data_format='channels_first'"
         else:
-            result = handler(graph, layer, ins, node.keras_inputs, out_ts[0])
+            result = handler(graph, layer, node, ins, out_ts[0])
             if isinstance(result, str):
                 why = result
             else:
@@ -306,15 +306,18 @@ def _flatten(x):
     return [x]
 
 
-# --- handlers: (graph, layer, input layouts, input tensors, output tensor) -> (kind, layout) | why
+# --- handlers: (graph, layer, node, input layouts, output tensor) -> (kind, layout) | why
 def _activation_ok(layer) -> bool:
     act = getattr(layer, "activation", None)
     return act is None or act in ELEMENTWISE_ACTIVATIONS
 
 
-def _producer(graph, layer, ins, in_ts, out_t):
-    if getattr(layer, "groups", 1) != 1:
-        return f"grouped convolution '{layer.name}' (groups={layer.groups})"
+def _producer(graph, layer, node, ins, out_t):
+    groups = getattr(layer, "groups", 1)
+    if groups != 1:
+        if groups == ins[0].length == layer.filters and _activation_ok(layer):
+            return "grouped", ins[0]  # depthwise written as Conv2D(groups=C): channel-wise
+        return f"grouped convolution '{layer.name}' (groups={groups})"
     kind = "producer"
     if isinstance(layer, SEPARABLE):
         kind = "separable"
@@ -326,7 +329,7 @@ def _producer(graph, layer, ins, in_ts, out_t):
     return kind, out
 
 
-def _depthwise(graph, layer, ins, in_ts, out_t):
+def _depthwise(graph, layer, node, ins, out_t):
     if layer.depth_multiplier != 1:
         return f"'{layer.name}' has depth_multiplier={layer.depth_multiplier}"
     if not _activation_ok(layer):
@@ -334,43 +337,43 @@ def _depthwise(graph, layer, ins, in_ts, out_t):
     return "depthwise", ins[0]
 
 
-def _batchnorm(graph, layer, ins, in_ts, out_t):
-    rank = in_ts[0].shape.rank
+def _batchnorm(graph, layer, node, ins, out_t):
+    rank = node.keras_inputs[0].shape.rank
     axes = [a % rank for a in (layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis])]
     if axes != [rank - 1]:
         return f"BatchNormalization '{layer.name}' normalizes axis {layer.axis}, not channels"
     return "batchnorm", ins[0]
 
 
-def _stateless(graph, layer, ins, in_ts, out_t):
+def _stateless(graph, layer, node, ins, out_t):
     return "other", ins[0]
 
 
-def _activation(graph, layer, ins, in_ts, out_t):
+def _activation(graph, layer, node, ins, out_t):
     if not _activation_ok(layer):
         return f"activation '{layer.name}' mixes channels"
     return "other", ins[0]
 
 
-def _prelu(graph, layer, ins, in_ts, out_t):
+def _prelu(graph, layer, node, ins, out_t):
     return "prelu", ins[0]
 
 
-def _rescaling(graph, layer, ins, in_ts, out_t):
+def _rescaling(graph, layer, node, ins, out_t):
     if np.ndim(layer.scale) or np.ndim(layer.offset):
         return f"Rescaling '{layer.name}' has per-channel scale/offset"
     return "other", ins[0]
 
 
-def _flatten_layer(graph, layer, ins, in_ts, out_t):
-    dims = in_ts[0].shape[1:-1]
+def _flatten_layer(graph, layer, node, ins, out_t):
+    dims = node.keras_inputs[0].shape[1:-1]
     if any(d is None for d in dims):
         return f"Flatten '{layer.name}' has an unknown spatial size"
     return "other", Layout(ins[0].segments, ins[0].repeat * int(np.prod(dims, dtype=np.int64)))
 
 
-def _reshape(graph, layer, ins, in_ts, out_t):
-    src, dst = in_ts[0].shape, out_t.shape
+def _reshape(graph, layer, node, ins, out_t):
+    src, dst = node.keras_inputs[0].shape, out_t.shape
     if src[-1] is not None and src[-1] == dst[-1]:
         return "reshape", ins[0]  # channels stay innermost: same layout
     if dst.rank == 2 and dst[-1] is not None and ins[0].width and dst[-1] % ins[0].width == 0:
@@ -378,21 +381,42 @@ def _reshape(graph, layer, ins, in_ts, out_t):
     return f"Reshape '{layer.name}' moves channels to another axis"
 
 
-def _merge(graph, layer, ins, in_ts, out_t):
+def _merge(graph, layer, node, ins, out_t):
     c = _channels(out_t)
-    full = [lay for lay, t in zip(ins, in_ts) if _channels(t) == c]
+    full = [lay for lay, t in zip(ins, node.keras_inputs) if _channels(t) == c]
     if not full:
         return f"'{layer.name}' broadcasts every input"
     return "other", graph.unite(full, layer.name)  # size-1 broadcast inputs stay independent
 
 
-def _concatenate(graph, layer, ins, in_ts, out_t):
+def _concatenate(graph, layer, node, ins, out_t):
     rank = out_t.shape.rank
     if layer.axis % rank != rank - 1:
         return "other", graph.unite(ins, layer.name)  # along a spatial axis: same channels
     if any(lay.repeat != 1 for lay in ins):
         return f"Concatenate '{layer.name}' joins flattened tensors"
     return "other", Layout(tuple(s for lay in ins for s in lay.segments), 1)
+
+
+#: TFOpLambda functions (`x + 3.0`, `tf.nn.relu(x)`, ...) that act on each element alone
+ELEMENTWISE_OPS = frozenset((
+    "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv",
+    "math.divide", "math.negative", "math.maximum", "math.minimum", "math.abs", "math.square",
+    "math.sigmoid", "math.tanh", "math.exp", "math.softplus", "math.pow", "nn.relu", "nn.relu6",
+    "nn.elu", "nn.selu", "nn.gelu", "nn.silu", "nn.swish", "nn.leaky_relu", "nn.sigmoid",
+    "nn.tanh", "clip_by_value", "identity"))
+
+
+def _tf_op(graph, layer, node, ins, out_t):
+    if layer.symbol not in ELEMENTWISE_OPS:
+        return f"unsupported layer '{layer.name}' ({type(layer).__name__})"
+    others = [a for a in _flatten([node.call_args, list(node.call_kwargs.values())])
+              if a is not None and not isinstance(a, str) and not any(a is t for t in node.keras_inputs)]
+    if any(np.ndim(a) != 0 for a in others):
+        return f"'{layer.name}' applies a non-scalar constant to the channels"
+    if len(ins) == 1:
+        return "other", ins[0]
+    return _merge(graph, layer, node, ins, out_t)
 
 
 _HANDLERS = {}
@@ -406,5 +430,10 @@ for _cls in STATELESS:
     _HANDLERS[_cls] = _stateless
 for _cls in MERGE:
     _HANDLERS[_cls] = _merge
+try:  # what functional code like `x + 3.0` or `tf.nn.relu(x)` turns into
+    from tf_keras.src.layers.core.tf_op_layer import TFOpLambda
+    _HANDLERS[TFOpLambda] = _tf_op
+except ImportError:  # another tf_keras layout: such ops stay unsupported (groups frozen)
+    pass
 _HANDLERS.update({L.Activation: _activation, L.PReLU: _prelu, L.Rescaling: _rescaling,
                   L.Flatten: _flatten_layer, L.Reshape: _reshape, L.Concatenate: _concatenate})

@@ -58,6 +58,8 @@ def slice_weights(layer, kind: str, in_keep, out_keep) -> list[np.ndarray]:
                 w = _take(w, in_keep, -2)
             elif short == "bias":
                 w = _take(w, out_keep, 0)
+        elif kind == "grouped":  # Conv(groups=C) kernel (kh, kw, 1, C)
+            w = _take(w, out_keep, -1 if short == "kernel" else 0)
         elif kind == "depthwise":
             w = _take(w, out_keep, -2 if short == "depthwise_kernel" else 0)
         elif kind == "batchnorm":
@@ -77,6 +79,8 @@ def _new_config(layer, use, graph: ChannelGraph, keep: dict) -> dict:
         return cfg
     if use.kind in ("producer", "separable"):
         cfg["units" if "units" in cfg else "filters"] = int(len(out_keep))
+    elif use.kind == "grouped":
+        cfg["filters"] = cfg["groups"] = int(len(out_keep))
     elif use.kind == "reshape":
         target = list(cfg["target_shape"])
         if target[-1] != -1:
