@@ -59,11 +59,14 @@ class StageContext:
         from pipeline import models
 
         art = self.latest_keras()
-        if art is not None:
-            return models.load_model(self.path(art), unsafe=True)  # our own file
         ds = self.dataset()
-        return models.from_spec(self.recipe.model, input_shape=ds.input_shape,
-                                num_classes=ds.num_classes, seed=self.seed)
+        if art is not None:
+            model = models.load_model(self.path(art), unsafe=True)  # our own file
+        else:
+            model = models.from_spec(self.recipe.model, input_shape=ds.input_shape,
+                                     num_classes=ds.num_classes, seed=self.seed)
+        models.check_input(model, ds.input_shape)
+        return model
 
     def latest_keras_metrics(self) -> dict[str, Any]:
         art = self.latest_keras()

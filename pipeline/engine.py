@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.artifacts import (atomic_write_json, atomic_write_text, library_versions,
+from pipeline.artifacts import (atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                library_versions,
                                 sha256_file, sha256_json, sha256_path)
 from pipeline.context import StageContext
 from pipeline.errors import UserError, did_you_mean
@@ -55,6 +56,15 @@ def _inputs_hash(recipe: Recipe) -> str:
     return sha256_json(parts)
 
 
+def _stage_inputs(recipe: Recipe, i: int) -> str:
+    """Content hash of files a stage's settings name (a teacher model, devices.yaml, ...)."""
+    from pipeline.stages import STAGES
+
+    entry = recipe.stages[i]
+    paths = STAGES[entry.name].input_paths(entry.config, recipe)
+    return sha256_json({str(p): sha256_path(p) for p in paths if p and Path(p).exists()})
+
+
 def plan(recipe: Recipe) -> list[StagePlan]:
     """Each stage's folder and fingerprint, chained so a change re-runs everything after it."""
     base = {"dataset": recipe.dataset.model_dump(mode="json"),
@@ -63,7 +73,8 @@ def plan(recipe: Recipe) -> list[StagePlan]:
             "inputs": _inputs_hash(recipe), "versions": library_versions()}
     out, prev = [], sha256_json(base)
     for i, st in enumerate(recipe.stages):
-        fp = sha256_json({"prev": prev, "stage": st.name, "index": i, "settings": st.settings()})
+        fp = sha256_json({"prev": prev, "stage": st.name, "index": i, "settings": st.settings(),
+                          "inputs": _stage_inputs(recipe, i)})
         out.append(StagePlan(i, st.name, stage_dir_name(i, st.name), fp))
         prev = fp
     return out
@@ -145,15 +156,18 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
         if recipe_text is not None:
             atomic_write_text(run_dir / "recipe.yaml", recipe_text)
         ctx_shared: dict[str, Any] = {}
+        rerun = False  # once a stage runs, every later one runs: its inputs changed
         for p in plans:
             final = run_dir / p.dir_name
             manifest = read_manifest(final)
-            fresh = (manifest is not None and manifest.get("fingerprint") == p.fingerprint
+            fresh = (not rerun and manifest is not None
+                     and manifest.get("fingerprint") == p.fingerprint
                      and (start_at is None or p.index < start_at) and _intact(run_dir, manifest))
             if fresh:
                 log.info("[%s] up to date, skipped", p.dir_name)
                 records.append(_record(run_dir, p, manifest))
                 continue
+            rerun = True
             tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{p.dir_name}.tmp-"))
             ctx = StageContext(run_dir=run_dir, out_dir=tmp, stage_dir=p.dir_name,
                                recipe=recipe, previous=list(records),
@@ -172,7 +186,17 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
             manifest = _commit(run_dir, tmp, final, p, recipe, records, result, time.time() - t0)
             log.info("[%s] done in %.1fs", p.dir_name, time.time() - t0)
             records.append(_record(run_dir, p, manifest))
+        _publish_report(run_dir, records)
     return records
+
+
+def _publish_report(run_dir: Path, records: list[StageRecord]) -> None:
+    """Copy the newest report stage's files to the run folder's top (its front page)."""
+    report = next((r for r in reversed(records) if r.name == "report"), None)
+    for name in (report.metrics.get("files", []) if report else []):
+        src = report.dir / name
+        if src.is_file():
+            atomic_write_bytes(run_dir / name, src.read_bytes())
 
 
 def _commit(run_dir: Path, tmp: Path, final: Path, p: StagePlan, recipe: Recipe,
@@ -213,10 +237,13 @@ def status(run_dir: str | Path, recipe: Recipe | None = None) -> list[dict[str, 
         recipe = load(run_dir / "recipe.yaml")
     rows = []
     if recipe is not None:
+        behind = False  # a stage after one that must run will run too
         for p in plan(recipe):
             m = read_manifest(run_dir / p.dir_name)
             state = ("missing" if m is None else
-                     "done" if m["fingerprint"] == p.fingerprint and _intact(run_dir, m) else "stale")
+                     "done" if not behind and m["fingerprint"] == p.fingerprint
+                     and _intact(run_dir, m) else "stale")
+            behind = behind or state != "done"
             rows.append({"stage": p.dir_name, "state": state,
                          "seconds": m.get("seconds") if m else None,
                          "artifacts": len(m["artifacts"]) if m else 0})

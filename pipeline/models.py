@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +116,9 @@ def load_model(path: str | Path, unsafe: bool = False):
                             f" load it only if you trust it: pass --unsafe (recipe: unsafe: true)"
                             ) from None
         raise UserError(f"cannot load model {p}: {str(e).splitlines()[0]}") from None
-    except (OSError, KeyError, TypeError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # h5py's errors are OSErrors
         raise UserError(f"cannot load model {p} (corrupt or not a Keras model): "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    except Exception as e:  # zipfile.BadZipFile, h5py errors and others from the loader
-        raise UserError(f"cannot load model {p} (corrupt or not a Keras model): "
-                        f"{type(e).__name__}") from None
 
 
 def save_model(model, path: str | Path) -> None:

@@ -90,11 +90,11 @@ def convert(model, mode: str = "fp32", calibration: np.ndarray | None = None,
     conv = MODES[mode](tf.lite.TFLiteConverter.from_keras_model(model), calibration)
     if sparse:
         conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    from tensorflow.lite.python.convert_phase import ConverterError
+
     try:
         return conv.convert()
-    except UserError:
-        raise
-    except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
+    except (ConverterError, RuntimeError, ValueError) as e:
         first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise ExportError(f"TFLite conversion to {mode} failed: {first}") from e
 
@@ -146,14 +146,25 @@ def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
 
     `reference` is the Keras model's test-split output (computed here when not given).
     """
-    from pipeline.artifacts import atomic_write_bytes, sizes
-    from pipeline.models import count_params, predict as keras_predict
+    from pipeline.artifacts import atomic_output
+    from pipeline.models import predict as keras_predict
 
     calib = dataset.calibration() if mode in ("int8", "int16x8") else None
     data = convert(model, mode, calib, sparse=sparse)
-    atomic_write_bytes(path, data)
     if reference is None:
         reference = keras_predict(model, dataset.x_test)
+    with atomic_output(path) as tmp:  # the file lands only once it has been measured
+        tmp.write_bytes(data)
+        m = measure(tmp, model, dataset, reference)
+    return m
+
+
+def measure(path: str | Path, model, dataset, reference: np.ndarray) -> dict[str, Any]:
+    """Metrics of one .tflite: params, sizes, accuracy on the test split next to the Keras
+    model's (`reference` = its test outputs), output difference, op list."""
+    from pipeline.artifacts import sizes
+    from pipeline.models import count_params
+
     params, nonzero = count_params(model)
     m = {"params": params, "nonzero_params": nonzero, **sizes(path),
          "input_shape": [int(d) for d in model.input_shape[1:]],

@@ -31,11 +31,16 @@ def optimizer(name: str, learning_rate: float):
         learning_rate=learning_rate)
 
 
-def compile_classifier(model, cfg: FitConfig, loss=None) -> None:
+def compile_classifier(model, cfg: FitConfig, loss=None, reference=None) -> None:
+    """Compile for sparse-label classification; the loss takes logits when the model (or
+    `reference`, for wrapped models) does not end in a softmax."""
     import tf_keras as keras
 
+    from pipeline.compress._keras import outputs_softmax
+
+    probs = outputs_softmax(reference if reference is not None else model)
     model.compile(optimizer=optimizer(cfg.optimizer, cfg.learning_rate),
-                  loss=loss or keras.losses.SparseCategoricalCrossentropy(),
+                  loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=not probs),
                   metrics=["accuracy"])
 
 

@@ -6,10 +6,12 @@ blocks per stage, kernel size, expansion ratio, dropout.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import tf_keras as keras
-from tf_keras import layers
+if TYPE_CHECKING:  # pragma: no cover
+    import tf_keras as keras
+
+# tf_keras is imported inside the builders: validating a recipe must not load TensorFlow.
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -20,6 +22,9 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 def small_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32), dense: int = 64,
               dropout: float = 0.2) -> keras.Model:
     """Conv-BN-ReLU blocks with max pooling, then a dense head: the default recipe's model."""
+    import tf_keras as keras
+    from tf_keras import layers
+
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
     for i, f in enumerate(filters):
@@ -40,7 +45,10 @@ MOBILENET_STAGES = ((16, 1), (24, 2), (32, 2), (64, 2), (96, 1))
 
 
 def _inverted_residual(x, out_ch: int, stride: int, expansion: int, kernel: int, name: str,
-                       bn=layers.BatchNormalization):
+                       bn=None):
+    from tf_keras import layers
+
+    bn = bn or layers.BatchNormalization
     in_ch = x.shape[-1]
     y = x
     if expansion != 1:
@@ -71,6 +79,9 @@ def mobilenet(input_shape, num_classes, width: float = 1.0,
     the network computes at that size while taking the data at its own size (searched by `nas`).
     `bn_momentum` 0.9 suits short trainings on small data (the moving statistics catch up).
     """
+    import tf_keras as keras
+    from tf_keras import layers
+
     if not 0 < width <= 4:
         raise ValueError(f"Expected width in (0, 4]. Received: width={width}")
     if len(blocks) > len(MOBILENET_STAGES):

@@ -36,7 +36,7 @@ def test_unknown_stage_names_line_and_suggests():
 
 
 def test_unknown_key_in_stage_names_line_and_suggests():
-    text = TINY_RECIPE.replace("{epochs: 2,", "{epoch: 2,")
+    text = TINY_RECIPE.replace("{epochs: 3,", "{epoch: 3,")
     assert _error(text) == 'r.yaml:8: stages.0.train.epoch: unknown key (did you mean "epochs"?)'
 
 
@@ -45,7 +45,7 @@ def test_unknown_top_level_key():
 
 
 def test_wrong_type_names_key_and_line():
-    text = TINY_RECIPE.replace("epochs: 2", "epochs: two")
+    text = TINY_RECIPE.replace("epochs: 3", "epochs: two")
     msg = _error(text)
     assert msg.startswith("r.yaml:8: stages.0.train.epochs: Input should be a valid integer")
 

@@ -72,8 +72,13 @@ class Stage:
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
-    #: True for stages whose output depends on files on disk beyond the chain (none yet).
     help: ClassVar[str] = ""
+
+    @classmethod
+    def input_paths(cls, cfg: StageConfig, recipe: Any) -> list[str]:
+        """Files the settings name (a teacher model, devices.yaml): their content hashes join
+        the stage's fingerprint, so editing such a file re-runs the stage."""
+        return []
 
     def run(self, ctx: "StageContext", cfg: StageConfig) -> StageResult:  # pragma: no cover
         raise NotImplementedError

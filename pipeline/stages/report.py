@@ -1,9 +1,9 @@
-"""`report`: report.json / .md / .html of every artifact; also copied to the run folder's top."""
+"""`report`: report.json / .md / .html of every artifact (the engine copies them to the run
+folder's top once the stage has committed)."""
 
 from __future__ import annotations
 
 from pipeline import report
-from pipeline.artifacts import atomic_write_bytes
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 class ReportConfig(StageConfig):
@@ -17,7 +17,5 @@ class Report(Stage):
     def run(self, ctx, cfg: ReportConfig) -> StageResult:
         data = report.build(ctx.recipe.to_json(), ctx.previous)
         files = report.render(data, ctx.out_dir)
-        for f in files.values():  # the run's front page: <run>/report.html etc.
-            atomic_write_bytes(ctx.run_dir / f.name, f.read_bytes())
         ctx.log("[report] %s", ctx.run_dir / "report.html")
         return StageResult([], {"files": sorted(f.name for f in files.values())})

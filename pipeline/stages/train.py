@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pipeline import models
 from pipeline.stages.base import Stage, StageResult
 from pipeline.training import FitConfig, fit
 
@@ -15,7 +14,6 @@ class Train(Stage):
     def run(self, ctx, cfg: FitConfig) -> StageResult:
         ds = ctx.dataset()
         model = ctx.load_model()
-        models.check_input(model, ds.input_shape)
         summary = fit(model, ds, cfg, seed=ctx.seed)
         art = ctx.save_model(model, "model", metrics=summary)
         ctx.log("[train] test accuracy %.4f, %d params", art.metrics["accuracy"], art.metrics["params"])
