@@ -54,6 +54,15 @@ class Profile(Stage):
     Config = ProfileConfig
     help = "time every .tflite of the run with edge-runner (host) at each thread count"
 
+    @classmethod
+    def input_paths(cls, cfg: ProfileConfig, recipe) -> list[str]:
+        """The device inventory, when boards are targets: editing a board re-profiles."""
+        if any(t != "host" for t in cfg.targets):
+            from pipeline.devices.inventory import default_path
+
+            return [str(recipe.devices or default_path())]
+        return []
+
     def run(self, ctx, cfg: ProfileConfig) -> StageResult:
         from edge_runner.bench import benchmark
 
