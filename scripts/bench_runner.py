@@ -176,6 +176,38 @@ def repeatability(path, repeats: int = 5) -> dict:
             "median": statistics.median(p50s), "spread": _spread(p50s), "min_spread": _spread(mins)}
 
 
+def crosscheck(path, threads: int, n: int) -> dict:
+    """Invocation-level interleaving in one process: the Interpreter + XNNPACK path edge-runner
+    times vs the CompiledModel path litert-benchmark times (built with its own helper)."""
+    from ai_edge_litert.tools import benchmark_litert_model as tool
+
+    compiled_cls, accel_cls, env_cls, env_opts_cls, opts_cls, cpu_opts_cls = tool._import_litert()
+    env = env_cls.create(options=env_opts_cls())
+    model = compiled_cls.from_file(str(path), environment=env, options=opts_cls(
+        hardware_accelerators=accel_cls(accel_cls.CPU), cpu_options=cpu_opts_cls(
+            num_threads=threads)))
+    sig = list(model.get_signature_list())[0]
+    ins = {k: model.create_input_buffer_by_name(sig, k) for k in model.get_input_tensor_details(sig)}
+    outs = {k: model.create_output_buffer_by_name(sig, k)
+            for k in model.get_output_tensor_details(sig)}
+    interp = _interpreter(path, threads)
+    clock = time.perf_counter_ns
+    edge, lite = [], []
+    for i in range(n + 10):
+        for who in (("edge", "lite") if i % 2 == 0 else ("lite", "edge")):
+            t0 = clock()
+            if who == "edge":
+                interp.invoke()
+            else:
+                model.run_by_name(sig, ins, outs)
+            dt = (clock() - t0) / 1e6
+            if i >= 10:  # the first 10 pairs are warm-up
+                (edge if who == "edge" else lite).append(dt)
+    return {"edge_p50": statistics.median(edge), "lite_p50": statistics.median(lite),
+            "edge_min": min(edge), "lite_min": min(lite),
+            "paired": statistics.median(e / li - 1 for e, li in zip(edge, lite)), "n": n}
+
+
 def _spread(values) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
@@ -199,6 +231,7 @@ def agreement(paths: dict, rounds: int) -> list:
                         row["lite_min"].append(lat["min_ms"])
             row["diff"] = statistics.median(e / li - 1 for e, li in zip(row["edge"], row["lite"]))
             row["min_diff"] = min(row["edge_min"]) / min(row["lite_min"]) - 1
+            row["cross"] = crosscheck(path, threads, 3 * runs)
             rows.append(row)
     return rows
 
@@ -299,6 +332,22 @@ def render(args, paths, ov, reps, agree, sys_before, sys_after, wall_s) -> str:
                      f"{_ms_list(row['edge'])} | {_ms_list(row['lite'], '.2f')} | "
                      f"{_pct(row['diff'])} | {min(row['edge_min']):.3f} / "
                      f"{min(row['lite_min']):.2f} | {_pct(row['min_diff'])} |")
+    lines += [
+        "",
+        "Cross-check without process boundaries: in one process, the two runtime paths "
+        "alternate invocation by invocation (Interpreter + XNNPACK as edge-runner runs it; "
+        "CompiledModel as litert-benchmark runs it, built with the tool's own import helper). "
+        "Median of the paired per-invocation ratios:",
+        "",
+        "| model | threads | invocations each | Interpreter p50 / min ms | CompiledModel p50 / "
+        "min ms | paired diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in agree:
+        c = row["cross"]
+        lines.append(f"| {row['model']} | {row['threads']} | {c['n']} | {c['edge_p50']:.3f} / "
+                     f"{c['edge_min']:.3f} | {c['lite_p50']:.3f} / {c['lite_min']:.3f} | "
+                     f"{_pct(c['paired'])} |")
     within = sum(abs(r["diff"]) <= 0.05 for r in agree)
     within_min = sum(abs(r["min_diff"]) <= 0.05 for r in agree)
     lines += ["", f"Within 5%: {within} of {len(agree)} configurations on p50, {within_min} of "
@@ -321,7 +370,8 @@ def main() -> int:
     print({k: f"{100 * v['spread']:.1f}%" for k, v in reps.items()}, flush=True)
     agree = agreement(paths, rounds=args.rounds)
     for row in agree:
-        print(row["model"], row["threads"], _pct(row["diff"]), _pct(row["min_diff"]), flush=True)
+        print(row["model"], row["threads"], _pct(row["diff"]), _pct(row["min_diff"]),
+              _pct(row["cross"]["paired"]), flush=True)
     sys_after = sysinfo.collect()
     text = render(args, paths, ov, reps, agree, sys_before, sys_after, time.time() - t0)
     out = pathlib.Path(args.out)
