@@ -200,7 +200,7 @@ class Nas(Stage):
         if best is None:
             raise UserError(f"nas: no candidate meets the constraints "
                             f"({', '.join(f'{k}={v:g}' for k, v in limits.items() if v)}) in "
-                            f"{len(done)} trials; closest: {closest(done, limits)}; relax the "
+                            f"{len(done)} trial{'s' * (len(done) != 1)}; closest: {closest(done, limits)}; relax the "
                             f"constraints or change the space (all trials: "
                             f"{project / 'trials.json'})")
         return self._finish(ctx, cfg, spec, oracle, best, rows, pareto, project, seconds)

@@ -119,7 +119,9 @@ class Chief:
         host, port = parse_address(bind)
         self.oracle = oracle
         self.servicer = oracle_chief.OracleServicer(oracle)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        # no SO_REUSEPORT: a second chief on a busy port must fail, not share it silently
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
+                                  options=[("grpc.so_reuseport", 0)])
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
         try:
             self.port = self.server.add_insecure_port(f"{host}:{port}")

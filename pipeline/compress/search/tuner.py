@@ -91,18 +91,23 @@ def measure(model, dataset, settings: TrialSettings, folder: Path) -> dict[str, 
     from pipeline.artifacts import atomic_write_bytes
 
     mode = settings.quantization
+    t0 = time.time()
     data = tflite.convert(model, mode, dataset.calibration() if mode == "int8" else None)
     path = folder / f"model_{mode}.tflite"
     atomic_write_bytes(path, data)
+    t1 = time.time()
     with host_lock(folder.parent / "bench.lock"):
+        t2 = time.time()
         b = benchmark(path, threads=settings.threads, warmup=settings.warmup,
                       min_runs=settings.min_runs, min_seconds=settings.min_seconds)
+    t3 = time.time()
     out = load(path, threads=settings.threads).predict(dataset.x_val)
     params, _ = models.count_params(model)
     m = {"val_accuracy": float(np.mean(out.argmax(-1) == dataset.y_val)),
          "keras_val_accuracy": models.accuracy(model, dataset.x_val, dataset.y_val),
          "latency_ms": float(b["latency_ms"]["p50"]), "latency_p90_ms": float(b["latency_ms"]["p90"]),
-         "size_kb": len(data) / 1024, "params": float(params)}
+         "size_kb": len(data) / 1024, "params": float(params),
+         "convert_seconds": t1 - t0, "bench_seconds": t3 - t2, "bench_wait_seconds": t2 - t1}
     m["feasible"] = 0.0 if violations(m, settings) else 1.0
     m["score"] = score(m, settings)
     return m

@@ -1,0 +1,126 @@
+"""nas end to end on 8x8 digits: search → best.keras → export follows it; a killed search
+resumes without repeating a finished trial; infeasible constraints end with the closest trials;
+a chief with 2 worker processes on loopback runs every trial exactly once."""
+
+import json
+
+import pytest
+
+from pipeline import engine, recipe
+from pipeline.compress.search import tuner as tuner_lib
+from pipeline.errors import UserError
+from pipeline.stages.nas import distributed
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """\
+name: nas_tiny
+seed: 0
+dataset: {{name: digits, input_size: [8, 8], channels: 1}}
+model: small_cnn
+stages:
+  - nas:
+      oracle: {oracle}
+      max_trials: {trials}
+      quantization: {quantization}
+      epochs: 1
+      batch_size: 64
+      constraints: {constraints}
+      space:
+        num_stages: 2
+        width: [0.25, 0.5]
+        blocks: {{min: 0, max: 1}}
+        kernel: 3
+        expansion: 2
+        stem_stride: 1
+        head_channels: 16
+        learning_rate: 0.02
+      bench: {{min_runs: 5, min_seconds: 0.0, warmup: 1}}
+{more}"""
+
+
+def make(oracle="random", trials=3, constraints="{}", more="", quantization="fp32"):
+    text = RECIPE.format(oracle=oracle, trials=trials, constraints=constraints, more=more,
+                         quantization=quantization)
+    return recipe.parse(text), text
+
+
+def runs(run_dir) -> dict[str, list[str]]:
+    """trial id → the tuners that ran it, from each trial folder's runs.jsonl."""
+    (project,) = (run_dir / ".nas").iterdir()
+    return {p.name.removeprefix("trial_"): [json.loads(ln)["tuner"] for ln in
+                                            (p / "runs.jsonl").read_text().splitlines()]
+            for p in sorted(project.glob("trial_*"))}
+
+
+def test_search_resume_and_export_follows_the_best(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    r, text = make(trials=2, more="  - export: {modes: [fp32]}\n")
+    real = tuner_lib.measure
+
+    def killed_in_trial_1(model, dataset, settings, folder):
+        if folder.name == "trial_1":
+            raise KeyboardInterrupt  # like Ctrl-C in the second trial, after its training
+        return real(model, dataset, settings, folder)
+
+    monkeypatch.setattr(tuner_lib, "measure", killed_in_trial_1)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(r, run_dir, recipe_text=text)
+    assert not (run_dir / "01_nas").exists()  # nothing looks finished
+    monkeypatch.setattr(tuner_lib, "measure", real)
+
+    records = engine.run(r, run_dir, recipe_text=text)
+    assert runs(run_dir) == {"0": ["tuner0"], "1": ["tuner0", "tuner0"]}
+    nas_dir = run_dir / "01_nas"
+    trials = json.loads((nas_dir / "trials.json").read_text())
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 2
+    for t in trials:
+        assert 0 <= t["val_accuracy"] <= 1 and t["latency_ms"] > 0 and t["size_kb"] > 1
+        assert t["feasible"] is True and t["score"] == t["val_accuracy"]
+    pareto = json.loads((nas_dir / "pareto.json").read_text())
+    best = next(t for t in trials if t["trial_id"] == pareto["best"])
+    assert best["val_accuracy"] == max(t["val_accuracy"] for t in trials)
+    assert (nas_dir / "pareto.png").stat().st_size > 5000
+    (art,) = records[0].artifacts
+    assert (art.name, art.path, art.format) == ("best", "01_nas/best.keras", "keras")
+    assert art.metrics["nas_trial"] == pareto["best"] and art.metrics["params"] == best["params"]
+    assert records[0].metrics["plots"] == ["01_nas/pareto.png"]
+    (exported,) = records[1].artifacts
+    assert exported.metrics["source"] == "01_nas/best.keras"
+    assert exported.metrics["size_bytes"] == pytest.approx(best["size_kb"] * 1024, rel=0.05)
+
+    # a bigger budget continues the same search: only the new trial runs
+    r3, text3 = make(trials=3, more="  - export: {modes: [fp32]}\n")
+    engine.run(r3, run_dir, recipe_text=text3)
+    assert runs(run_dir) == {"0": ["tuner0"], "1": ["tuner0", "tuner0"], "2": ["tuner0"]}
+
+
+def test_constraints_nothing_meets(tmp_path):
+    r, text = make(trials=1, constraints="{max_params: 10}", quantization="int8")
+    with pytest.raises(UserError) as e:
+        engine.run(r, tmp_path / "run", recipe_text=text)
+    msg = str(e.value)
+    assert msg.startswith("nas: no candidate meets the constraints (max_params=10) in 1 trial; "
+                          "closest: trial ")
+    assert "params " in msg and "(limit 10)" in msg and "relax the constraints" in msg
+    assert "\n" not in msg and not (tmp_path / "run" / "01_nas").exists()
+    (project,) = (tmp_path / "run" / ".nas").iterdir()
+    rows = json.loads((project / "trials.json").read_text())
+    assert [row["feasible"] for row in rows] == [False]
+    assert all(row["score"] < 0 for row in rows)
+
+
+def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+    r, text = make(trials=3)
+    with distributed(workers=2, timeout=120):
+        engine.run(r, tmp_path / "run", recipe_text=text)
+    ran = runs(tmp_path / "run")
+    assert sorted(ran) == ["0", "1", "2"]
+    assert all(len(v) == 1 and v[0] in ("tuner0", "tuner1") for v in ran.values()), ran
+    trials = json.loads((tmp_path / "run" / "01_nas" / "trials.json").read_text())
+    assert {t["trial_id"]: t["ran_by"] for t in trials} == ran
+    assert all(t["status"] == "COMPLETED" for t in trials)
+    (project,) = (tmp_path / "run" / ".nas").iterdir()
+    for tid in ("tuner0", "tuner1"):
+        log = (project / f"worker_{tid}.log").read_text()
+        assert f"worker {tid}: ran " in log and "the chief said stop" in log

@@ -1,0 +1,193 @@
+"""nas search machinery with fake trials (no training): every oracle, the time limit, resume
+repairs, failures, and the chief/worker deadlines on loopback."""
+
+import json
+import socket
+import time
+
+import pytest
+
+import pipeline.stages  # noqa: F401
+from pipeline.compress import search as S
+from pipeline.compress.search import distribute as D
+from pipeline.compress.search.tuner import EdgeTuner, TrialSettings
+from pipeline.errors import UserError
+
+SPACE = {"num_stages": 2, "width": [0.25, 0.5, 0.75], "blocks": {"min": 0, "max": 2,
+         "step": None, "sampling": "linear"}, "kernel": [3, 5], "expansion": 2,
+         "resolution": None, "stem_stride": 1, "head_channels": 16,
+         "dropout": {"min": 0.0, "max": 0.3, "step": 0.1, "sampling": "linear"},
+         "bn_momentum": 0.9, "learning_rate": 0.01}
+
+
+def spec(oracle="random", max_trials=4, **kw) -> S.SearchSpec:
+    return S.SearchSpec(space=SPACE, key="k" * 64, oracle=oracle, max_trials=max_trials,
+                        settings=TrialSettings(num_stages=2, epochs=3, max_latency_ms=1.0), **kw)
+
+
+def fake_metrics(values) -> dict:
+    """Deterministic fake results: wider is more accurate and slower."""
+    lat = 0.5 + values["width"] + 0.1 * values["blocks_0"]
+    m = {"val_accuracy": 0.5 + values["width"] / 2, "latency_ms": lat, "size_kb": 4.0,
+         "params": 100.0}
+    m["feasible"] = float(lat <= 1.0)
+    m["score"] = m["val_accuracy"] if lat <= 1.0 else m["val_accuracy"] - 1 - (lat - 1)
+    return m
+
+
+@pytest.fixture
+def fake_trials(monkeypatch):
+    """EdgeTuner.run_trial without training; records each call."""
+    calls = []
+
+    def run_trial(self, trial, dataset):
+        calls.append((self.tuner_id, trial.trial_id, dict(trial.hyperparameters.values)))
+        if getattr(dataset, "fail", False):
+            raise ValueError("boom: this candidate cannot be built")
+        return fake_metrics(trial.hyperparameters.values)
+
+    monkeypatch.setattr(EdgeTuner, "run_trial", run_trial)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["random", "bayesian", "hyperband"])
+def test_every_oracle_runs_its_budget_once(tmp_path, fake_trials, name):
+    oracle = S.run_local(spec(name, max_trials=5, initial_points=2), None, tmp_path / "p")
+    assert sorted(oracle.trials) == sorted({tid for _, tid, _ in fake_trials})
+    assert len(fake_trials) == 5 and all(t.status == "COMPLETED" for t in oracle.trials.values())
+    rows = S.trial_rows(oracle)
+    assert [r["ran_by"] for r in rows] == [["tuner0"]] * 5
+    if name == "hyperband":
+        assert all("tuner/epochs" in v for _, _, v in fake_trials)
+    best = S.best_trial(oracle.trials.values())
+    feasible = [r for r in rows if r["feasible"]]
+    assert best.trial_id == max(feasible, key=lambda r: r["score"])["trial_id"]
+
+
+def test_time_limit_stops_new_trials(tmp_path, fake_trials):
+    oracle = S.run_local(spec(max_trials=50, time_limit_s=1e-9), None, tmp_path / "p")
+    assert fake_trials == [] and oracle.stop_reason.startswith("time limit")
+
+
+def test_consecutive_failures_stop_the_search_with_the_error(tmp_path, fake_trials):
+    class Failing:
+        fail = True
+
+    oracle = S.run_local(spec(max_trials=10, max_failures=2), Failing(), tmp_path / "p")
+    assert len(fake_trials) == 2
+    assert oracle.failure == ("Number of consecutive failures exceeded the limit of 2.; last "
+                              "error: ValueError: boom: this candidate cannot be built")
+
+
+def test_resume_repairs_what_a_kill_leaves(tmp_path, fake_trials):
+    project = tmp_path / "p"
+    S.run_local(spec(max_trials=3), None, project)
+    state = json.loads((project / "oracle.json").read_text())
+    # killed between keras-tuner's two writes: trial 1's file says COMPLETED but oracle.json
+    # still has it running; trial 2 was created (its file written) but oracle.json never knew
+    state["ongoing_trials"] = {"tuner0": "1"}
+    state["end_order"] = ["0"]
+    state["start_order"] = ["0", "1"]
+    (project / "oracle.json").write_text(json.dumps(state))
+    t2 = json.loads((project / "trial_2" / "trial.json").read_text())
+    t2["status"], t2["metrics"] = "RUNNING", {"metrics": {}}
+    (project / "trial_2" / "trial.json").write_text(json.dumps(t2))
+    fake_trials.clear()
+    oracle = S.run_local(spec(max_trials=4), None, project)
+    assert sorted(tid for _, tid, _ in fake_trials) == ["2", "3"]  # 1 is not run again
+    assert all(t.status == "COMPLETED" for t in oracle.trials.values())
+    assert len(oracle.trials) == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def worker_env(monkeypatch):
+    for k in (D.ENV_ID, D.ENV_IP, D.ENV_PORT):  # run_worker sets them; restore afterwards
+        monkeypatch.setenv(k, "unset")
+        monkeypatch.delenv(k)
+
+
+def test_worker_stops_with_a_clear_error_when_the_chief_is_gone(tmp_path, monkeypatch,
+                                                                 worker_env):
+    sp = spec(max_trials=3)
+    oracle = sp.new_oracle()
+    S.oracle.open_project(oracle, tmp_path, "chief")
+    chief = D.Chief(oracle, "127.0.0.1:0")
+
+    def run_trial(self, trial, dataset):
+        chief.stop()  # the chief dies while this worker trains
+        return fake_metrics(trial.hyperparameters.values)
+
+    monkeypatch.setattr(EdgeTuner, "run_trial", run_trial)
+    t0 = time.time()
+    with pytest.raises(D.ChiefUnreachable, match=rf"^the nas chief at {chief.address} stopped "
+                       r"answering \(no reply to \w+ within 1s\): it finished or died; this "
+                       r"worker stops"):
+        S.run_worker(sp, None, tmp_path / "worker", chief.address, "tuner0", timeout=1)
+    assert time.time() - t0 < 15
+
+
+def test_worker_refuses_a_chief_running_another_search(tmp_path, worker_env):
+    oracle = spec().new_oracle()
+    S.oracle.open_project(oracle, tmp_path, "chief")
+    chief = D.Chief(oracle, "127.0.0.1:0")
+    try:
+        other = spec()
+        other.key = "x" * 64
+        with pytest.raises(UserError, match=r"^this worker's search \(key xxxxxxxxxxxx\) differs "
+                                            r"from the chief's \(key kkkkkkkkkkkk\): start workers "
+                                            r"with the same recipe"):
+            S.run_worker(other, None, tmp_path / "w", chief.address, "tuner0", timeout=5)
+    finally:
+        chief.stop()
+
+
+def test_chief_cannot_listen_on_a_busy_port(tmp_path):
+    oracle = spec().new_oracle()
+    S.oracle.open_project(oracle, tmp_path, "chief")
+    first = D.Chief(oracle, "127.0.0.1:0")
+    try:
+        with pytest.raises(UserError, match=rf"^the nas chief cannot listen on 127\.0\.0\.1:"
+                                            rf"{first.port} \(port in use"):
+            D.Chief(oracle, f"127.0.0.1:{first.port}")
+    finally:
+        first.stop()
+
+
+@pytest.mark.parametrize("text", ["nohost", "host:", ":80", "h:99999", "h:x"])
+def test_bad_addresses(text):
+    with pytest.raises(UserError, match=r"^Expected a chief address HOST:PORT \(port 0-65535\)\. "
+                                        rf"Received: '{text}'$"):
+        D.parse_address(text)
+
+
+def test_cli_worker_with_a_chief_that_does_not_answer(tmp_path, monkeypatch, worker_env):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(
+        "name: w\ndataset: {name: digits, input_size: [8, 8], channels: 1}\nmodel: small_cnn\n"
+        "stages:\n  - nas: {max_trials: 1, epochs: 1, space: {num_stages: 1}}\n")
+    port = _free_port()
+    t0 = time.time()
+    res = CliRunner().invoke(main, ["nas", "r.yaml", "--worker", "--address",
+                                    f"127.0.0.1:{port}", "--timeout", "1", "--id", "w1"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: the nas chief at 127.0.0.1:{port} did not answer within 1s: start `edgepipe "
+        f"nas RECIPE --chief` there first, or check the address and the firewall")
+    assert time.time() - t0 < 30
+    res = CliRunner().invoke(main, ["nas", "r.yaml"])
+    assert res.exit_code == 2 and "give --chief or --worker" in res.stderr
+    res = CliRunner().invoke(main, ["nas", "r.yaml", "--worker", "--address", "h:1", "--stage",
+                                    "02_nas"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == ("error: --stage: no nas stage '02_nas' (did you mean "
+                                  "\"01_nas\"?); nas stages: 01_nas")
