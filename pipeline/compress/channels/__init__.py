@@ -104,7 +104,7 @@ def _group_ratios(graph: ChannelGraph, ratio: float, per_layer: dict) -> dict:
                 raise UserError(f"Layers '{other}' (ratio {r0}) and '{name}' (ratio {r}) share "
                                 f"channels (one group): give them the same ratio in per_layer")
             chosen[root] = (name, r)
-    return {root: chosen[root][1] if root in chosen else ratio for root in graph._groups}
+    return {g.root: chosen[g.root][1] if g.root in chosen else ratio for g in graph.groups()}
 
 
 def plan_channels(model, ratio, criterion="l1", round_to=8, data=None, protect=(),
@@ -134,9 +134,11 @@ def plan_channels(model, ratio, criterion="l1", round_to=8, data=None, protect=(
     groups = graph.groups()
     todo = [g for g in groups if not g.frozen and g.producers
             and keep_count(g.size, ratios[graph.root_of(g)], round_to, min_channels) < g.size]
-    stats = None
+    stats = bn = None
     if criterion in _criteria.ACTIVATION_CRITERIA and todo:
         stats = _criteria.activation_stats(model, graph, todo, data)
+    if criterion == "bn_scale" and todo:
+        bn = _criteria.bn_scales(model, graph)
 
     plan = ChannelPlan(graph, {})
     for g in groups:
@@ -150,21 +152,24 @@ def plan_channels(model, ratio, criterion="l1", round_to=8, data=None, protect=(
             continue
         r = ratios[root]
         k = keep_count(g.size, r, round_to, min_channels)
-        used = criterion
+        used = None
         if k < g.size:
-            scores = None
-            if stats is not None:
-                scores = _criteria.activation_scores(graph, g, criterion, stats)
-                if scores is None:
-                    used = "l1 (no consumer reads the group's activations)"
-            if scores is None:
-                scores, w_used = _criteria.weight_scores(
-                    model, graph, g, "l1" if stats is not None else criterion)
-                used = used if stats is not None else w_used
+            scores, used = _scores(model, graph, g, criterion, stats, bn)
             plan.keep[root] = select(scores, k)
-        plan.rows.append({**row, "ratio": r, "channels_after": k,
-                          "criterion": used if k < g.size else None})
+        plan.rows.append({**row, "ratio": r, "channels_after": k, "criterion": used})
     return plan
+
+
+def _scores(model, graph: ChannelGraph, group: Group, criterion: str, stats, bn):
+    """(channel scores, criterion used): activation criteria fall back to l1 for a group no
+    consumer reads; bn_scale falls back to l1 for a group without BatchNorm."""
+    if stats is not None:
+        scores = _criteria.activation_scores(graph, group, criterion, stats)
+        if scores is not None:
+            return scores, criterion
+        scores, _ = _criteria.weight_scores(model, graph, group, "l1")
+        return scores, "l1 (no consumer reads the group's activations)"
+    return _criteria.weight_scores(model, graph, group, criterion, bn)
 
 
 def apply_plan(model, plan: ChannelPlan):

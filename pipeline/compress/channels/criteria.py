@@ -36,15 +36,23 @@ def _filter_norms(layer, order: int) -> np.ndarray:
     return np.abs(k).sum(0) if order == 1 else np.sqrt((k.astype(np.float64) ** 2).sum(0))
 
 
-def weight_scores(model, graph: ChannelGraph, group: Group, criterion: str) -> tuple[np.ndarray, str]:
-    """Scores for `group` and the criterion actually used (bn_scale falls back to l1 without BN)."""
+def bn_scales(model, graph: ChannelGraph) -> list:
+    """(|gamma|, layout) of every BatchNorm with a scale, for the bn_scale criterion."""
+    return [(np.abs(model.get_layer(name).gamma.numpy()), use.output)
+            for name, use in graph.layers.items()
+            if use.kind == "batchnorm" and model.get_layer(name).gamma is not None]
+
+
+def weight_scores(model, graph: ChannelGraph, group: Group, criterion: str,
+                  bn: list | None = None) -> tuple[np.ndarray, str]:
+    """Scores for `group` and the criterion actually used (bn_scale falls back to l1 without BN).
+
+    `bn`: `bn_scales(model, graph)`, computed once per model (bn_scale only).
+    """
     if criterion == "bn_scale":
         parts = []
-        for name, use in graph.layers.items():
-            layer = model.get_layer(name)
-            if use.kind == "batchnorm" and layer.gamma is not None:
-                gamma = np.abs(layer.gamma.numpy())
-                parts += [gamma[idx] for idx in graph.positions(use.output, group)]
+        for gamma, layout in (bn if bn is not None else bn_scales(model, graph)):
+            parts += [gamma[idx] for idx in graph.positions(layout, group)]
         if parts:
             return _normalized_sum(parts), "bn_scale"
         criterion = "l1"

@@ -88,7 +88,8 @@ class Group:
     producers: list = field(default_factory=list)
     layers: list = field(default_factory=list)
     reasons: list = field(default_factory=list)
-    id: int = -1
+    root: int = -1   # its union-find root
+    id: int = -1     # its index in `ChannelGraph.groups()` (report order)
 
     @property
     def frozen(self) -> bool:
@@ -139,7 +140,7 @@ class ChannelGraph:
         self._parent.append(gid)
         self._groups[gid] = Group(size=int(size), producers=[producer] if producer else [],
                                   layers=[producer] if producer else [],
-                                  reasons=[reason] if reason else [])
+                                  reasons=[reason] if reason else [], root=gid)
         return Layout(((gid, int(size)),), 1)
 
     def _union(self, a: int, b: int) -> None:
@@ -186,8 +187,9 @@ class ChannelGraph:
             g.id = i
         return out
 
-    def root_of(self, group: Group) -> int:
-        return next(r for r, g in self._groups.items() if g is group)
+    @staticmethod
+    def root_of(group: Group) -> int:
+        return group.root
 
     def positions(self, layout: Layout, group: Group) -> list[np.ndarray]:
         """Index arrays (one per occurrence) of `group`'s channels in `layout`'s axis."""
@@ -266,7 +268,8 @@ def _visit(graph: ChannelGraph, node, shared: bool) -> None:
         if handler is None:
             why = f"unsupported layer '{layer.name}' ({type(layer).__name__})"
         elif len(out_ts) != 1 or not ins:
-            why = f"layer '{layer.name}' ({type(layer).__name__}) with {len(ins)} inputs, {len(out_ts)} outputs"
+            why = (f"layer '{layer.name}' ({type(layer).__name__}) with {len(ins)} inputs, "
+                   f"{len(out_ts)} outputs")
         elif getattr(layer, "data_format", "channels_last") == "channels_first":
             why = f"layer '{layer.name}' uses data_format='channels_first'"
         else:
