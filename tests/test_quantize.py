@@ -89,10 +89,32 @@ def test_detect_and_bad_preserve(base):
     with pytest.raises(UserError) as e:
         Q.quantize_aware(base, preserve="sparse")
     assert str(e.value) == ('Unknown preserve "sparse" (did you mean "sparsity"?); '
-                            "expected one of: auto, none, sparsity, clusters")
+                            "expected one of: auto, none, sparsity, clusters, clusters+sparsity")
 
 
 def _float_tflite(model) -> bytes:
     import tensorflow as tf
 
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def test_coverage_after_pruning_wrappers_were_stripped():
+    """Regression: strip_pruning reuses layer objects, so BatchNormalization had several inbound
+    nodes and was reported unsupported (its Conv2D fold was not seen)."""
+    from pipeline.zoo import small_cnn
+
+    m = small_cnn((8, 8, 1), 10, filters=(4, 8), dense=16)
+    stripped = M.strip_pruning(M.apply_pruning(m, M.plan_schedule(10, 0.5)))
+    assert Q.unsupported_layers(m) == [] and Q.unsupported_layers(stripped) == []
+    assert len(stripped.get_layer("bn0")._inbound_nodes) > 1  # the situation being covered
+
+
+def test_qat_model_keeps_its_softmax_for_the_loss():
+    """Regression: QAT wraps the classifier's softmax in a QuantizeAwareActivation; the loss
+    must still see probabilities, not logits (a wrong from_logits cost a point of accuracy)."""
+    from pipeline.compress._keras import compile_for_finetune
+    from pipeline.zoo import small_cnn
+
+    qat, _ = Q.quantize_aware(small_cnn((8, 8, 1), 10, filters=(4,), dense=16))
+    compile_for_finetune(qat)
+    assert qat.loss.get_config()["from_logits"] is False

@@ -100,6 +100,7 @@ def outputs_softmax(model) -> bool:
     if isinstance(last, keras.layers.Softmax):
         return True
     act = getattr(last, "activation", None)
+    act = getattr(act, "activation", act)  # TF-MOT QAT wraps it in a QuantizeAwareActivation
     return getattr(act, "__name__", "") == "softmax"
 
 
@@ -108,7 +109,7 @@ def compile_for_finetune(model, reference=None, learning_rate: float = 1e-3,
     """Compile `model` for fine-tuning with a fresh Adam; loss from the output kind."""
     if loss is None:
         loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not outputs_softmax(reference or model))
+            from_logits=not outputs_softmax(reference if reference is not None else model))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
 
 

@@ -21,7 +21,7 @@ import tf_keras as keras
 from pipeline.compress import _keras as K
 from pipeline.errors import UserError, did_you_mean
 
-PRESERVE = ("auto", "none", "sparsity", "clusters")
+PRESERVE = ("auto", "none", "sparsity", "clusters", "clusters+sparsity")
 #: a model counts as pruned when this fraction of its kernel weights are exact zeros
 SPARSE_THRESHOLD = 0.10
 #: a model counts as clustered when every kernel of at least this many weights holds at most
@@ -40,25 +40,34 @@ def _registry():
     return Default8BitQuantizeRegistry()
 
 
-def _inbound(layer) -> list:
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1:
-        return []
-    return list(np.atleast_1d(nodes[0].inbound_layers)) if nodes[0].inbound_layers else []
+def _inbound_names(model) -> dict[str, list[str]]:
+    """{layer: names of the layers feeding it} in *this* model (from its config: layer objects
+    shared with other models, as TF-MOT's clone-based wrappers leave them, have nodes there too)."""
+    config = model.get_config()
+    if isinstance(model, keras.Sequential):
+        names = [e["config"]["name"] for e in config["layers"]]
+        return {b: [a] for a, b in zip(names, names[1:])}
+    out = {}
+    for entry in config["layers"]:
+        nodes = entry.get("inbound_nodes") or []
+        out[entry["name"]] = ([n[0] for n in nodes[0]] if len(nodes) == 1 else [])
+    return out
 
 
-def _supported(layer, registry) -> bool:
+def _supported(layer, registry, model, inbound: dict[str, list[str]]) -> bool:
     if isinstance(layer, keras.layers.InputLayer) or registry.supports(layer):
         return True
     if isinstance(layer, _TRANSFORMED):
         return True
     if isinstance(layer, keras.layers.BatchNormalization):
-        src = _inbound(layer)
-        if len(src) == 1 and isinstance(src[0], keras.layers.Reshape):
-            src = _inbound(src[0])
-        if len(src) == 1 and isinstance(src[0], _BN_FOLD_INPUTS):
-            act = getattr(src[0].activation, "__name__", "")
-            return not isinstance(src[0], keras.layers.Dense) or act == "linear"
+        src = inbound.get(layer.name, [])
+        if len(src) == 1 and isinstance(model.get_layer(src[0]), keras.layers.Reshape):
+            src = inbound.get(src[0], [])
+        if len(src) == 1:
+            prev = model.get_layer(src[0])
+            if isinstance(prev, _BN_FOLD_INPUTS):
+                act = getattr(prev.activation, "__name__", "")
+                return not isinstance(prev, keras.layers.Dense) or act == "linear"
     return False
 
 
@@ -66,11 +75,12 @@ def unsupported_layers(model) -> list[tuple[str, str]]:
     """[(layer name, class name)] of the layers TF-MOT's default 8-bit QAT cannot quantize."""
     K.require_graph_model(model, "quantization-aware training")
     reg = _registry()
+    inbound = _inbound_names(model)
     out = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             out.append((layer.name, f"nested {type(layer).__name__} model"))
-        elif not _supported(layer, reg):
+        elif not _supported(layer, reg, model, inbound):
             out.append((layer.name, type(layer).__name__))
     return out
 
@@ -123,7 +133,7 @@ def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "au
     `preserve="auto"` picks the collaborative scheme from the weights (see `detect_preserve`).
     """
     K.require_graph_model(model, "quantization-aware training")
-    if preserve not in PRESERVE and preserve != "clusters+sparsity":
+    if preserve not in PRESERVE:
         raise UserError(f'Unknown preserve "{preserve}"{did_you_mean(preserve, PRESERVE)}; '
                         f"expected one of: {', '.join(PRESERVE)}")
     bad = unsupported_layers(model)

@@ -100,6 +100,9 @@ class PruneConfig(FitConfig):
             raise ValueError(f"Expected end_step > begin_step (the schedule ends before it "
                              f"begins). Received: begin_step={self.begin_step}, "
                              f"end_step={self.end_step}")
+        if self.steps > 1 and self.method == "m_by_n":
+            raise ValueError("steps applies to methods magnitude and channels; m_by_n sets its "
+                             "masks once")
         if self.patience is not None and self.method != "channels":
             raise ValueError(f"patience must be null for method {self.method}: early stopping "
                              f"would restore weights from before the target sparsity")

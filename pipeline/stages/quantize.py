@@ -101,7 +101,7 @@ def tflite_kernel_sparsity(path: str | Path) -> dict[str, float]:
     return out
 
 
-def _overall(sparsity: dict[str, float], path: str | Path) -> float:
+def tflite_overall_sparsity(sparsity: dict[str, float], path: str | Path) -> float:
     """Zero fraction over all the kernels listed (weighted by size)."""
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -159,7 +159,7 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
         if mode in ("int8", "int16x8"):
             ks = tflite_kernel_sparsity(path)
             m["tflite_sparsity"] = ks
-            m["tflite_overall_sparsity"] = _overall(ks, path)
+            m["tflite_overall_sparsity"] = tflite_overall_sparsity(ks, path)
         label = Path(dest).name
         breaches = []
         if cfg.max_accuracy_drop is not None and m["accuracy_drop"] > cfg.max_accuracy_drop:
