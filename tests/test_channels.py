@@ -221,6 +221,33 @@ def test_dense_only_mlp_and_per_layer_ratio():
     assert out_channels(pruned) == {"d1": 48, "d2": 16, "out": 2}
 
 
+def test_two_inputs_two_outputs_with_apoz():
+    a, b = keras.Input((8, 8, 3), name="ia"), keras.Input((16,), name="ib")
+    x = L.GlobalAveragePooling2D()(L.Conv2D(16, 3, name="ca")(a))
+    z = L.Concatenate()([x, L.Dense(24, name="db")(b)])
+    z = L.Dense(32, activation="relu", name="mix")(z)
+    model = keras.Model([a, b], [L.Dense(3, name="o1")(z), L.Dense(1, name="o2")(L.Dense(
+        16, name="h2")(z))])
+    randomize(model)
+    rng = np.random.default_rng(0)
+    x = [rng.uniform(0, 1, (4, 8, 8, 3)).astype(np.float32),
+         rng.uniform(0, 1, (4, 16)).astype(np.float32)]
+    plan = plan_channels(model, 0.5, criterion="apoz", data=x)
+    zero_removed(model, plan)
+    pruned = apply_plan(model, plan)
+    for ref, got in zip(model(x), pruned(x)):
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5)
+    assert out_channels(pruned) == {"ca": 8, "db": 16, "mix": 16, "h2": 8, "o1": 3, "o2": 1}
+
+
+def test_conv1d_and_dense_on_sequences():
+    model = keras.Sequential([L.Conv1D(16, 3, input_shape=(20, 4), name="c"),
+                              L.BatchNormalization(), L.ReLU(), L.Dense(24, name="d"),
+                              L.GlobalAveragePooling1D(), L.Dense(2, name="out")])
+    _, pruned = check_equivalent(model)
+    assert [layer.output_shape[-1] for layer in pruned.layers] == [8, 8, 8, 16, 16, 2]
+
+
 def test_without_zeroing_outputs_differ():
     """The equivalence check can fail: pruning live channels changes the outputs."""
     model = residual()
