@@ -123,8 +123,8 @@ def render(args, models, info, p50, speed, seconds) -> str:
     lines = [
         "## Structured channel pruning (`method: channels`)",
         "",
-        f"fp32 TFLite, 224x224x3 input, batch 1, 1 thread (XNNPACK), `weights=None`; {ratio} of the "
-        "channels of every prunable group removed (`criterion=l1`, `round_to=8`, "
+        f"fp32 TFLite, 224x224x3 input, batch 1, 1 thread (XNNPACK), `weights=None`; {ratio} "
+        "of the channels of every prunable group removed (`criterion=l1`, `round_to=8`, "
         "`min_channels=8`; the classifier output is never pruned). Latency: p50 of "
         f"`edge_runner.bench.benchmark` per model, {args.rounds} interleaved rounds of "
         f"≥{args.min_seconds:g} s each; speed-up = median over rounds of the per-round ratio "
@@ -139,8 +139,9 @@ def render(args, models, info, p50, speed, seconds) -> str:
         i = info[name]
         up = f"{speed[name]:.2f}x" if name in speed else "1.00x (reference)"
         lines.append(
-            f"| {name} | {i['params']:,} | {i['macs'] / 1e6:,.0f} M | {i['size_bytes'] / 1e6:.2f} | "
-            f"{i['gzip_bytes'] / 1e6:.2f} | {statistics.median(p50[name]):.1f} | {up} |")
+            f"| {name} | {i['params']:,} | {i['macs'] / 1e6:,.0f} M | "
+            f"{i['size_bytes'] / 1e6:.2f} | {i['gzip_bytes'] / 1e6:.2f} | "
+            f"{statistics.median(p50[name]):.1f} | {up} |")
     lines += ["", "Per-round p50 (ms):", ""]
     for name in models:
         lines.append(f"- {name}: " + ", ".join(f"{v:.1f}" for v in p50[name]))
@@ -154,8 +155,8 @@ def render(args, models, info, p50, speed, seconds) -> str:
                   "alpha=1.0 in the same rounds (issue 3 quotes about 3.2x on this host kind)."]
     lines += ["", "BatchNorm moving statistics are set from 4 random images first, so activations "
               "keep a natural scale (`weights=None` alone lets them vanish). Pruned models: groups "
-              "pruned / left whole, params and MACs relative to the unpruned model, TFLite vs Keras "
-              "on 2 random images (max |difference| / max |output - mean output|):", ""]
+              "pruned / left whole, params and MACs relative to the unpruned model, TFLite vs "
+              "Keras on 2 random images (max |difference| / max |output - mean output|):", ""]
     for name, (_, report) in models.items():
         if report is None:
             continue

@@ -446,8 +446,9 @@ def test_subclassed_and_unbuilt_models():
     net(np.zeros((1, 3), np.float32))
     with pytest.raises(UserError) as e:
         prune_channels(net, 0.5)
-    assert str(e.value) == ("Channel pruning needs a Sequential or functional model; 'net' is a "
-                            "subclassed Net: rebuild it with keras.Sequential or the functional API")
+    assert str(e.value) == (
+        "Channel pruning needs a Sequential or functional model; 'net' is a subclassed Net: "
+        "rebuild it with keras.Sequential or the functional API")
     with pytest.raises(UserError, match="^Channel pruning needs a built model"):
         prune_channels(keras.Sequential([L.Dense(4)], name="s"), 0.5)
     with pytest.raises(UserError, match="^Expected a tf_keras Model. Received: model=str"):

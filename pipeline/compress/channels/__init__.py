@@ -46,8 +46,8 @@ def _check_model(model) -> None:
     if not isinstance(model, keras.Model):
         raise UserError(f"Expected a tf_keras Model. Received: model={type(model).__name__}")
     if isinstance(model, keras.Sequential) and not model.built:
-        raise UserError(f"Channel pruning needs a built model; call {model.name}.build(input_shape) "
-                        f"or give its first layer an input_shape")
+        raise UserError(f"Channel pruning needs a built model; call "
+                        f"{model.name}.build(input_shape) or give its first layer an input_shape")
     if not getattr(model, "_is_graph_network", False):
         raise UserError(f"Channel pruning needs a Sequential or functional model; "
                         f"'{model.name}' is a subclassed {type(model).__name__}: rebuild it with "

@@ -30,7 +30,8 @@ def _normalized_sum(parts: list[np.ndarray]) -> np.ndarray:
 
 def _filter_norms(layer, order: int) -> np.ndarray:
     """Norm of each output filter of a producer's kernel."""
-    kernel = (layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel).numpy()
+    kernel = getattr(layer, "pointwise_kernel", None)
+    kernel = (layer.kernel if kernel is None else kernel).numpy()
     out_axis = kernel.ndim - 2 if isinstance(layer, CONV_T) else kernel.ndim - 1
     k = np.moveaxis(kernel, out_axis, -1).reshape(-1, kernel.shape[out_axis])
     return np.abs(k).sum(0) if order == 1 else np.sqrt((k.astype(np.float64) ** 2).sum(0))

@@ -135,7 +135,8 @@ class ChannelGraph:
     def group(self, g: int) -> Group:
         return self._groups[self.find(g)]
 
-    def new_group(self, size: int, producer: str | None = None, reason: str | None = None) -> Layout:
+    def new_group(self, size: int, producer: str | None = None,
+                  reason: str | None = None) -> Layout:
         gid = len(self._parent)
         self._parent.append(gid)
         self._groups[gid] = Group(size=int(size), producers=[producer] if producer else [],
@@ -160,7 +161,8 @@ class ChannelGraph:
                    == [s for _, s in first.segments] for lay in layouts)
         if not same:
             for lay in layouts:
-                self.freeze(lay, f"'{where}' merges tensors whose channels are laid out differently")
+                self.freeze(lay, f"'{where}' merges tensors whose channels are laid out "
+                                 f"differently")
             return first
         for lay in layouts[1:]:
             for (ga, _), (gb, _) in zip(first.segments, lay.segments):
@@ -342,7 +344,8 @@ def _depthwise(graph, layer, node, ins, out_t):
 
 def _batchnorm(graph, layer, node, ins, out_t):
     rank = node.keras_inputs[0].shape.rank
-    axes = [a % rank for a in (layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis])]
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    axes = [a % rank for a in axes]
     if axes != [rank - 1]:
         return f"BatchNormalization '{layer.name}' normalizes axis {layer.axis}, not channels"
     return "batchnorm", ins[0]
@@ -413,8 +416,9 @@ ELEMENTWISE_OPS = frozenset((
 def _tf_op(graph, layer, node, ins, out_t):
     if layer.symbol not in ELEMENTWISE_OPS:
         return f"unsupported layer '{layer.name}' ({type(layer).__name__})"
+    tensors = {id(t) for t in node.keras_inputs}
     others = [a for a in _flatten([node.call_args, list(node.call_kwargs.values())])
-              if a is not None and not isinstance(a, str) and not any(a is t for t in node.keras_inputs)]
+              if a is not None and not isinstance(a, str) and id(a) not in tensors]
     if any(np.ndim(a) != 0 for a in others):
         return f"'{layer.name}' applies a non-scalar constant to the channels"
     if len(ins) == 1:
