@@ -34,6 +34,7 @@ from edge_runner import bench, sysinfo  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") \
     / "edgepipe" / "bench-runner"
+LAST = CACHE / "last.json"
 LITERT_BENCHMARK = pathlib.Path(sys.executable).with_name("litert-benchmark")
 # name -> (alpha, input size, int8)
 MODELS = {
@@ -244,10 +245,37 @@ def _ms_list(values, spec=".3f") -> str:
     return ", ".join(f"{v:{spec}}" for v in values)
 
 
-def render(args, paths, ov, reps, agree, sys_before, sys_after, wall_s) -> str:
-    niceness = os.nice(0)
+def _summary(ov, reps, agree) -> list:
+    fine = ov["fine"]["overhead"]
+    worst = max(reps.values(), key=lambda r: r["spread"])
+    best = min(reps.values(), key=lambda r: r["spread"])
+    p50_ok = sum(abs(r["diff"]) <= 0.05 for r in agree)
+    min_ok = sum(abs(r["min_diff"]) <= 0.05 for r in agree)
+    cross_ok = sum(abs(r["cross"]["paired"]) <= 0.05 for r in agree)
+    return [
+        "| measure | goal | measured | verdict |",
+        "|---|---|---|---|",
+        f"| overhead vs bare `invoke()` loop (paired, fine-interleaved) | <= 2% | {_pct(fine)}; "
+        f"loop cost {ov['loop_cost_ns']:.0f} ns/run | "
+        f"{'met' if abs(fine) <= 0.02 else 'missed' if fine > 0 else 'inconclusive (noise)'} |",
+        f"| spread of p50 over 5 runs | <= 5% | {100 * best['spread']:.1f}% .. "
+        f"{100 * worst['spread']:.1f}% (min: {100 * best['min_spread']:.1f}% .. "
+        f"{100 * worst['min_spread']:.1f}%) | "
+        f"{'met' if worst['spread'] <= 0.05 else 'missed'} |",
+        f"| edge-runner p50 vs litert-benchmark median | within 5% | {p50_ok} of {len(agree)} "
+        f"configurations (minimum: {min_ok} of {len(agree)}) | "
+        f"{'met' if p50_ok == len(agree) else 'missed'} |",
+        f"| same, runtimes alternated per invocation in one process | within 5% | {cross_ok} of "
+        f"{len(agree)} configurations | {'met' if cross_ok == len(agree) else 'partly'} |",
+    ]
+
+
+def render(res: dict) -> str:
+    ov, reps, agree = res["ov"], res["reps"], res["agree"]
+    sys_before, sys_after, wall_s = res["sys_before"], res["sys_after"], res["wall_s"]
+    niceness = res["niceness"]
     cmd = (f"nice -n {niceness} " if niceness else "") + \
-        f"/work/venv/bin/python scripts/bench_runner.py --rounds {args.rounds}"
+        f"/work/venv/bin/python scripts/bench_runner.py --rounds {res['rounds']}"
     fine = ov["fine"]
     lines = [
         "## edge-runner as a benchmark",
@@ -260,12 +288,15 @@ def render(args, paths, ov, reps, agree, sys_before, sys_after, wall_s) -> str:
         f"{sys_after['loadavg']}. The 2 cores were shared with other jobs while this ran, so "
         "single numbers are noisy; every comparison is interleaved in one run, and the "
         "minimum is shown next to the median because it is the statistic least touched by "
-        f"other processes. Niceness of this run: {os.nice(0)} (a negative value gives it a "
+        f"other processes. Niceness of this run: {niceness} (a negative value gives it a "
         "larger CPU share than the other jobs; both tools inherit it). Total wall time "
         f"{wall_s / 60:.1f} min.",
         "",
         "Models: MobileNetV2 (`weights=None`, 1000 classes) — "
-        + ", ".join(f"`{n}` ({p.stat().st_size / 1e6:.1f} MB)" for n, p in paths.items()) + ".",
+        + ", ".join(f"`{n}` ({size / 1e6:.1f} MB)" for n, (_, size) in res["models"].items())
+        + ".",
+        "",
+        *_summary(ov, reps, agree),
         "",
         "### 1. Overhead vs a bare `invoke()` loop (`mnv2_a050_128_fp32`, 1 thread)",
         "",
@@ -314,7 +345,7 @@ def render(args, paths, ov, reps, agree, sys_before, sys_after, wall_s) -> str:
         "Goal: spread of p50 <= 5%. The cv column is edge-runner's own noise estimate "
         "(std/mean of the runs); a run whose cv is large says the machine was busy.",
         "",
-        f"### 3. edge-runner vs `litert-benchmark` ({args.rounds} interleaved rounds, same "
+        f"### 3. edge-runner vs `litert-benchmark` ({res['rounds']} interleaved rounds, same "
         "runs, 10 warm-up)",
         "",
         "`litert-benchmark` (ships with ai-edge-litert) runs the model through the "
@@ -359,21 +390,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runner.md"))
+    parser.add_argument("--render-only", action="store_true",
+                        help=f"re-write the report from the last run's numbers ({LAST})")
     args = parser.parse_args()
-    t0 = time.time()
-    paths = build_models()
-    sys_before = sysinfo.collect(runtime={"backend": "litert", "version": _litert_version()})
-    ov = overhead(paths["mnv2_a050_128_fp32"], rounds=max(args.rounds, 5), n=500)
-    print(f"overhead fine {_pct(ov['fine']['overhead'])} rounds {_pct(ov['median_overhead'])} "
-          f"loop {ov['loop_cost_ns']:.0f} ns", flush=True)
-    reps = {name: repeatability(paths[name]) for name in ("mnv2_a050_128_fp32", "mnv2_224_fp32")}
-    print({k: f"{100 * v['spread']:.1f}%" for k, v in reps.items()}, flush=True)
-    agree = agreement(paths, rounds=args.rounds)
-    for row in agree:
-        print(row["model"], row["threads"], _pct(row["diff"]), _pct(row["min_diff"]),
-              _pct(row["cross"]["paired"]), flush=True)
-    sys_after = sysinfo.collect()
-    text = render(args, paths, ov, reps, agree, sys_before, sys_after, time.time() - t0)
+    if args.render_only:
+        res = json.loads(LAST.read_text())
+    else:
+        t0 = time.time()
+        paths = build_models()
+        res = {"rounds": args.rounds, "niceness": os.nice(0),
+               "models": {n: [str(p), p.stat().st_size] for n, p in paths.items()},
+               "sys_before": sysinfo.collect(runtime={"backend": "litert",
+                                                      "version": _litert_version()})}
+        res["ov"] = overhead(paths["mnv2_a050_128_fp32"], rounds=max(args.rounds, 5), n=500)
+        print(f"overhead fine {_pct(res['ov']['fine']['overhead'])} rounds "
+              f"{_pct(res['ov']['median_overhead'])} loop {res['ov']['loop_cost_ns']:.0f} ns",
+              flush=True)
+        res["reps"] = {n: repeatability(paths[n]) for n in ("mnv2_a050_128_fp32", "mnv2_224_fp32")}
+        print({k: f"{100 * v['spread']:.1f}%" for k, v in res["reps"].items()}, flush=True)
+        res["agree"] = agreement(paths, rounds=args.rounds)
+        for row in res["agree"]:
+            print(row["model"], row["threads"], _pct(row["diff"]), _pct(row["min_diff"]),
+                  _pct(row["cross"]["paired"]), flush=True)
+        res["sys_after"] = sysinfo.collect()
+        res["wall_s"] = time.time() - t0
+        LAST.parent.mkdir(parents=True, exist_ok=True)
+        LAST.write_text(json.dumps(res, indent=1))
+    text = render(res)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
