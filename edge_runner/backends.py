@@ -232,6 +232,10 @@ class Runner:
                 f"Expected inputs of shape (N, {', '.join(map(str, want))}). "
                 f"Received: x.shape={tuple(x.shape)}")
         n = int(x.shape[0])
+        if self._base_shape[0] != 1 and not self._can_resize_batch():
+            raise RunnerError(
+                f"predict() needs a model with batch size 1 or a dynamic batch; this model's "
+                f"input batch is fixed at {self._base_shape[0]}. Use set_input()/invoke().")
         step = 1
         if n > 1 and self._base_shape[0] == 1 and self._can_resize_batch():
             step = max(1, min(int(batch_size), n))

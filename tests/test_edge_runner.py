@@ -49,8 +49,13 @@ def edge_models(tmp_path_factory):
     conv.inference_output_type = tf.int8
     int8 = out / "int8.tflite"
     int8.write_bytes(conv.convert())
+    # batch fixed at 1 (no -1 in the signature): predict must go sample by sample
+    fixed = tf.function(lambda t: model(t)).get_concrete_function(
+        tf.TensorSpec([1, 8, 8, 1], tf.float32))
+    fixed1 = out / "fixed1.tflite"
+    fixed1.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fixed], model).convert())
     x_test = x[1500:1564]
-    return {"fp32": fp32, "int8": int8, "x": x_test, "keras": model.predict(x_test, verbose=0),
+    return {"fp32": fp32, "int8": int8, "fixed1": fixed1, "x": x_test, "keras": model.predict(x_test, verbose=0),
             "labels": y[1500:1564], "dir": out}
 
 
@@ -80,6 +85,14 @@ def test_predict_batched_equals_one_by_one_and_restores_shape(edge_models):
     assert np.max(np.abs(batched - single)) < 1e-6
     assert np.max(np.abs(odd - single[:37])) < 1e-6
     assert list(runner.input_details[0]["shape"]) == [1, 8, 8, 1]
+
+
+def test_predict_fixed_batch_model_runs_one_by_one(edge_models):
+    runner = backends.load(edge_models["fixed1"])
+    assert list(runner.input_details[0]["shape_signature"]) == [1, 8, 8, 1]
+    got = runner.predict(edge_models["x"])
+    assert got.shape == (64, 10)
+    assert np.max(np.abs(got - edge_models["keras"])) < 1e-5
 
 
 def test_predict_int8_quantizes_and_dequantizes(edge_models):
