@@ -55,7 +55,7 @@ def runs(run_dir) -> dict[str, list[str]]:
 
 def test_search_resume_and_export_follows_the_best(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    r, text = make(trials=2, more="  - export: {modes: [fp32]}\n")
+    r, text = make(trials=2, more="  - export: {modes: [fp32]}\n  - report\n")
     real = tuner_lib.measure
 
     def killed_in_trial_1(model, dataset, settings, folder):
@@ -88,9 +88,13 @@ def test_search_resume_and_export_follows_the_best(tmp_path, monkeypatch):
     (exported,) = records[1].artifacts
     assert exported.metrics["source"] == "01_nas/best.keras"
     assert exported.metrics["size_bytes"] == pytest.approx(best["size_kb"] * 1024, rel=0.05)
+    assert json.loads((run_dir / "report.json").read_text())["plots"] == ["01_nas/pareto.png"]
+    assert "![01_nas/pareto.png](01_nas/pareto.png)" in (run_dir / "report.md").read_text()
+    assert '<img alt="01_nas/pareto.png" src="data:image/png;base64,' in (
+        run_dir / "report.html").read_text()
 
     # a bigger budget continues the same search: only the new trial runs
-    r3, text3 = make(trials=3, more="  - export: {modes: [fp32]}\n")
+    r3, text3 = make(trials=3, more="  - export: {modes: [fp32]}\n  - report\n")
     engine.run(r3, run_dir, recipe_text=text3)
     assert runs(run_dir) == {"0": ["tuner0"], "1": ["tuner0", "tuner0"], "2": ["tuner0"]}
 

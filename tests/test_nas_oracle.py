@@ -191,3 +191,10 @@ def test_cli_worker_with_a_chief_that_does_not_answer(tmp_path, monkeypatch, wor
     assert res.exit_code == 2
     assert res.stderr.strip() == ("error: --stage: no nas stage '02_nas' (did you mean "
                                   "\"01_nas\"?); nas stages: 01_nas")
+
+
+def test_a_chief_whose_budget_is_spent_does_not_wait_for_workers(tmp_path, fake_trials):
+    S.run_local(spec(max_trials=2), None, tmp_path / "p")
+    t0 = time.time()
+    oracle = S.run_chief(spec(max_trials=2), tmp_path / "p", "127.0.0.1:0", remote_workers=True)
+    assert time.time() - t0 < 5 and len(oracle.trials) == 2 and len(fake_trials) == 2

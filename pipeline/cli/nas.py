@@ -71,7 +71,15 @@ def pick_stage(recipe, which: str | None) -> int:
 def nas(recipe_file: str, role: str | None, address: str | None, workers: int,
         tuner_id: str | None, out: str | None, which: str | None, timeout: float,
         threads: int | None) -> None:
-    """Distributed architecture search: run one chief and any number of workers."""
+    """Distributed architecture search: one chief and any number of workers.
+
+    \b
+      chief:  edgepipe nas RECIPE --chief --address 0.0.0.0:8000 [--workers N]
+      worker: edgepipe nas RECIPE --worker --address CHIEF_HOST:8000 [--id NAME]
+
+    Every machine runs the same recipe; the chief runs the whole recipe, its nas stage
+    serving the search. On one machine: edgepipe run RECIPE --workers N.
+    """
     from pipeline import recipe as recipes
 
     if role is None:

@@ -14,6 +14,7 @@ CORE = ("stage", "name", "path", "format", "quantization", "params", "nonzero_pa
 def build(recipe: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
     latency: dict[str, dict] = {}
     stages = []
+    plots = [p for r in records for p in r.metrics.get("plots", [])]  # run-relative .png files
     for r in records:
         for path, per_target in r.metrics.get("latency_ms", {}).items():
             latency.setdefault(path, {}).update(per_target)
@@ -29,7 +30,7 @@ def build(recipe: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
             row["latency_ms"] = {**a.metrics.get("latency_ms", {}), **latency.get(a.path, {})}
             rows.append(row)
     _add_baseline_ratios(rows)
-    return {"recipe": recipe, "stages": stages, "artifacts": rows}
+    return {"recipe": recipe, "stages": stages, "artifacts": rows, "plots": plots}
 
 
 def _add_baseline_ratios(rows: list[dict[str, Any]]) -> None:

@@ -52,6 +52,8 @@ def markdown(report: dict[str, Any]) -> str:
     ns = notes(report["artifacts"])
     if ns:
         lines += ["", "## Where compression did not pay off", ""] + [f"- {n}" for n in ns]
+    if report.get("plots"):
+        lines += ["", "## Stage plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
 
 
@@ -86,7 +88,18 @@ def plot_png(rows: list[dict[str, Any]]) -> bytes | None:
     return buf.getvalue()
 
 
-def html_page(report: dict[str, Any], png: bytes | None) -> str:
+def _stage_plots(report: dict[str, Any], run_dir: Path | None) -> str:
+    """Plots stages made (metrics["plots"], run-relative), embedded."""
+    out = []
+    for p in report.get("plots", []):
+        f = Path(run_dir) / p if run_dir is not None else None
+        if f is not None and f.is_file():
+            out.append(f'<h3>{html.escape(p)}</h3><img alt="{html.escape(p)}" '
+                       f'src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">')
+    return "<h2>Stage plots</h2>" + "".join(out) if out else ""
+
+
+def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = None) -> str:
     head, body = table(report["artifacts"])
     esc = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
@@ -103,18 +116,20 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#e
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
 <h2>Accuracy against latency and size</h2>{img}
+{_stage_plots(report, run_dir)}
 </body></html>
 """
 
 
-def render(report: dict[str, Any], folder: str | Path) -> dict[str, Path]:
+def render(report: dict[str, Any], folder: str | Path,
+           run_dir: str | Path | None = None) -> dict[str, Path]:
     folder = Path(folder)
     png = plot_png(report["artifacts"])
     out = {"json": folder / "report.json", "md": folder / "report.md",
            "html": folder / "report.html"}
     atomic_write_json(out["json"], report)
     atomic_write_text(out["md"], markdown(report))
-    atomic_write_text(out["html"], html_page(report, png))
+    atomic_write_text(out["html"], html_page(report, png, Path(run_dir) if run_dir else None))
     if png:
         out["png"] = folder / "plot.png"
         atomic_write_bytes(out["png"], png)

@@ -16,6 +16,6 @@ class Report(Stage):
 
     def run(self, ctx, cfg: ReportConfig) -> StageResult:
         data = report.build(ctx.recipe.to_json(), ctx.previous)
-        files = report.render(data, ctx.out_dir)
+        files = report.render(data, ctx.out_dir, run_dir=ctx.run_dir)
         ctx.log("[report] %s", ctx.run_dir / "report.html")
         return StageResult([], {"files": sorted(f.name for f in files.values())})

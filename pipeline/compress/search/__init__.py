@@ -74,6 +74,12 @@ def run_local(spec: SearchSpec, dataset, project: Path):
     return oracle
 
 
+def budget_spent(oracle) -> bool:
+    """Every trial of the budget finished (none waiting to run again)."""
+    return (not oracle._retry_queue and len(oracle.trials) >= oracle.max_trials
+            and all(t.status in FINISHED for t in oracle.trials.values()))
+
+
 def run_chief(spec: SearchSpec, project: Path, bind: str,
               local_workers: Callable[[str], Sequence[Any]] = lambda address: (),
               remote_workers: bool = False):
@@ -82,6 +88,9 @@ def run_chief(spec: SearchSpec, project: Path, bind: str,
     from pipeline.compress.search.distribute import Chief
 
     oracle = open_oracle(spec, project)
+    if budget_spent(oracle):
+        log.info("[nas] the search's %d trials are done; no workers needed", oracle.max_trials)
+        return oracle
     chief = Chief(oracle, bind)
     try:
         if remote_workers:
