@@ -259,8 +259,9 @@ def _summary(ov, reps, agree) -> list:
         f"loop cost {ov['loop_cost_ns']:.0f} ns/run | "
         f"{'met' if abs(fine) <= 0.02 else 'missed' if fine > 0 else 'inconclusive (noise)'} |",
         f"| spread of p50 over 5 runs | <= 5% | {100 * best['spread']:.1f}% .. "
-        f"{100 * worst['spread']:.1f}% (min: {100 * best['min_spread']:.1f}% .. "
-        f"{100 * worst['min_spread']:.1f}%) | "
+        f"{100 * worst['spread']:.1f}% (of the minimum: "
+        f"{100 * min(r['min_spread'] for r in reps.values()):.1f}% .. "
+        f"{100 * max(r['min_spread'] for r in reps.values()):.1f}%) | "
         f"{'met' if worst['spread'] <= 0.05 else 'missed'} |",
         f"| edge-runner p50 vs litert-benchmark median | within 5% | {p50_ok} of {len(agree)} "
         f"configurations (minimum: {min_ok} of {len(agree)}) | "
