@@ -5,7 +5,8 @@ teacher: null      the newest Keras model of an earlier stage (skipping the `nas
          STAGE     an earlier stage by name ("train") or folder ("01_train"): its newest model
          PATH      a .keras / .h5 file or SavedModel folder
 student: SPEC      a zoo spec, same form as the recipe's `model:` key, or a model file path
-         nas       the "best" Keras model of the newest earlier `nas` stage
+         nas       the "best" Keras model of the newest earlier `nas` stage (its trained
+                   weights are the starting point)
 The student is saved alone, as an ordinary Keras model: the next stages (prune, export...) see it.
 """
 
