@@ -8,7 +8,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
-from pipeline.stages.base import StageConfig
+from pipeline.config import StageConfig
 
 log = logging.getLogger("edgepipe")
 

@@ -147,3 +147,16 @@ def test_kill_9_mid_stage_then_resume(tmp_path):
     engine.run(recipe.load(rfile), run_dir)
     assert [r["state"] for r in engine.status(run_dir, recipe.load(rfile))] == ["done"] * 4
     assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_file_named_in_stage_settings_joins_the_fingerprint(tmp_path):
+    """Editing a teacher file (distill: teacher: PATH) makes the distill stage stale."""
+    from tests.helpers import tiny_model
+
+    teacher = tmp_path / "teacher.keras"
+    tiny_model().save(teacher)
+    text = TINY_RECIPE.split("stages:")[0] + (
+        f"stages:\n  - distill: {{teacher: {teacher}, student: small_cnn, epochs: 1}}\n")
+    before = [p.fingerprint for p in engine.plan(recipe.parse(text))]
+    tiny_model(num_classes=10).save(teacher)  # new random weights, same path
+    assert [p.fingerprint for p in engine.plan(recipe.parse(text))] != before

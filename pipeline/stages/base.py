@@ -12,18 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pipeline.config import StageConfig  # noqa: F401  (re-exported: stages import it from here)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.context import StageContext
 
 log = logging.getLogger("edgepipe")
-
-
-class StageConfig(BaseModel):
-    """Base of every stage's settings: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass

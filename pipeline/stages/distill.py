@@ -133,6 +133,15 @@ class Distill(Stage):
     Config = DistillConfig
     help = "train a small student against the frozen teacher (KD loss); saves the student"
 
+    @classmethod
+    def input_paths(cls, cfg: DistillConfig, recipe) -> list[str]:
+        """Teacher and student files named by path: editing one re-runs the stage."""
+        paths = [cfg.teacher] if cfg.teacher and (
+            cfg.teacher.endswith((".keras", ".h5", ".hdf5")) or "/" in cfg.teacher) else []
+        if isinstance(cfg.student, ModelSpec) and cfg.student.path:
+            paths.append(cfg.student.path)
+        return paths
+
     def run(self, ctx, cfg: DistillConfig) -> StageResult:
         ds = ctx.dataset()
         student, s_from, nas_record = resolve_student(ctx, cfg)
