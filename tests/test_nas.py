@@ -9,7 +9,6 @@ import pytest
 from pipeline import engine, recipe
 from pipeline.compress.search import tuner as tuner_lib
 from pipeline.errors import UserError
-from pipeline.stages.nas import distributed
 
 pytestmark = pytest.mark.slow
 
@@ -114,10 +113,16 @@ def test_constraints_nothing_meets(tmp_path):
     assert all(row["score"] < 0 for row in rows)
 
 
-def test_chief_and_two_workers_run_every_trial_once(tmp_path):
-    r, text = make(trials=3)
-    with distributed(workers=2, timeout=120):
-        engine.run(r, tmp_path / "run", recipe_text=text)
+def test_chief_and_two_workers_run_every_trial_once(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _, text = make(trials=3)
+    (tmp_path / "r.yaml").write_text(text)
+    res = CliRunner().invoke(main, ["run", "r.yaml", "--out", "run", "--workers", "2"])
+    assert res.exit_code == 0, res.output
     ran = runs(tmp_path / "run")
     assert sorted(ran) == ["0", "1", "2"]
     assert all(len(v) == 1 and v[0] in ("tuner0", "tuner1") for v in ran.values()), ran

@@ -3,8 +3,9 @@
 The chief serves the oracle (keras-tuner's `OracleServicer`) and waits until the search is over;
 workers run trials and talk to it through keras-tuner's `OracleClient`, configured as keras-tuner
 expects by KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT. What we add:
-every call has a deadline (keras-tuner waits an hour), so a worker whose chief is gone or never
-answered stops with one clear error; the chief watches the worker processes it started and
+a worker whose chief cannot be reached for `timeout` seconds (gone, or never there) stops with
+one clear error instead of waiting an hour as keras-tuner's client does, while a chief that is
+merely busy thinking is waited for; the chief watches the worker processes it started and
 fails clearly when one of them dies; the chief picks a free port when asked for port 0.
 """
 
@@ -49,17 +50,29 @@ def worker_env(address: str, tuner_id: str) -> dict[str, str]:
 
 
 class _Stub:
-    """OracleStub with our deadline on every call and gRPC failures as one clear error."""
+    """OracleStub whose calls fail clearly when the chief cannot be reached.
 
-    def __init__(self, address: str, timeout: float):
+    Before each call the channel must connect within `timeout` (a chief that is gone or was
+    never there); the call itself may then take up to `call_timeout` (a busy chief: a bayesian
+    oracle thinks for seconds, and the chief answers one worker at a time). A connection that
+    breaks during a call fails at once.
+    """
+
+    def __init__(self, address: str, timeout: float, call_timeout: float | None = None):
         self.address, self.timeout, self.answered = address, timeout, False
-        self._stub = protos.get_service_grpc().OracleStub(grpc.insecure_channel(address))
+        self.call_timeout = call_timeout or max(600.0, 10 * timeout)
+        self._channel = grpc.insecure_channel(address)
+        self._stub = protos.get_service_grpc().OracleStub(self._channel)
 
     def __getattr__(self, name: str) -> Callable:
         method = getattr(self._stub, name)
 
         def call(request, **kwargs):
-            kwargs.update(timeout=self.timeout, wait_for_ready=True)
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=self.timeout)
+            except grpc.FutureTimeoutError:
+                raise self._unreachable(name) from None
+            kwargs.update(timeout=self.call_timeout, wait_for_ready=False)
             try:
                 response = method(request, **kwargs)
             except grpc.RpcError as e:
@@ -69,18 +82,24 @@ class _Stub:
 
         return call
 
+    def _unreachable(self, call: str) -> ChiefUnreachable:
+        if not self.answered:
+            return ChiefUnreachable(
+                f"the nas chief at {self.address} did not answer within {self.timeout:g}s: "
+                f"start `edgepipe nas RECIPE --chief` there first, or check the address and "
+                f"the firewall")
+        return ChiefUnreachable(
+            f"the nas chief at {self.address} stopped answering (unreachable for "
+            f"{self.timeout:g}s at {call}): it finished or died; this worker stops (a result it "
+            f"held was not recorded and will run again when the chief resumes)")
+
     def _error(self, call: str, e: grpc.RpcError) -> ChiefUnreachable:
         code = e.code() if hasattr(e, "code") else None
-        if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-            if not self.answered:
-                return ChiefUnreachable(
-                    f"the nas chief at {self.address} did not answer within {self.timeout:g}s: "
-                    f"start `edgepipe nas RECIPE --chief` there first, or check the address and "
-                    f"the firewall")
-            return ChiefUnreachable(
-                f"the nas chief at {self.address} stopped answering (no reply to {call} within "
-                f"{self.timeout:g}s): it finished or died; this worker stops (a result it held "
-                f"was not recorded and will run again when the chief resumes)")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return self._unreachable(call)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ChiefUnreachable(f"the nas chief at {self.address} is connected but did not "
+                                    f"reply to {call} within {self.call_timeout:g}s")
         details = e.details() if hasattr(e, "details") else str(e)
         return ChiefUnreachable(f"the nas chief at {self.address} failed on {call}: "
                                 f"{code.name if code else 'error'}: {details}")

@@ -136,11 +136,46 @@ class EdgeOracleMixin:
 FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
 
 
+class FewerRestartsBayesian:
+    """keras-tuner's BayesianOptimizationOracle.populate_space with `acq_restarts` starts of the
+    acquisition optimizer instead of its fixed 50. Measured here: 50 starts took 12-15 s per
+    proposal (20 trials, 14 searched dimensions, L-BFGS-B with numeric gradients) — time the
+    chief takes from the trials' CPU, and workers queue behind."""
+
+    acq_restarts = 10
+
+    def populate_space(self, trial_id):
+        import numpy as np
+        import scipy.optimize
+
+        completed = [t for t in self.trials.values() if t.status == TrialStatus.COMPLETED]
+        initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
+        if len(completed) < initial:
+            return self._random_populate_space()
+        x, y = self._vectorize_trials()
+        self.gpr.fit(np.nan_to_num(x, posinf=0, neginf=0), np.nan_to_num(y, posinf=0, neginf=0))
+
+        def ucb(v):
+            mu, sigma = self.gpr.predict(v.reshape(1, -1), return_std=True)
+            return mu - self.beta * sigma
+
+        bounds = self._get_hp_bounds()
+        best_val, best_x = float("inf"), None
+        for x0 in self._random_state.uniform(bounds[:, 0], bounds[:, 1],
+                                             size=(self.acq_restarts, bounds.shape[0])):
+            res = scipy.optimize.minimize(ucb, x0=x0, bounds=bounds, method="L-BFGS-B")
+            fun = res.fun if np.isscalar(res.fun) else res.fun[0]
+            if fun < best_val:
+                best_val, best_x = fun, res.x
+        return {"status": TrialStatus.RUNNING, "values": self._vector_to_values(best_x)}
+
+
 def make_oracle(name: str, hyperparameters, *, max_trials: int, seed: int, epochs: int,
                 time_limit_s: float | None = None, initial_points: int | None = None,
                 factor: int = 3, max_failures: int = 3, num_stages: int = 4):
     """An oracle of `name` (random | bayesian | hyperband) maximizing the trials' "score"."""
     objective = kt.Objective(OBJECTIVE, direction="max")
+    bases: tuple = ()
     common = dict(objective=objective, hyperparameters=hyperparameters, seed=seed + 1,
                   allow_new_entries=False, tune_new_entries=True,
                   max_consecutive_failed_trials=max_failures)
@@ -149,12 +184,14 @@ def make_oracle(name: str, hyperparameters, *, max_trials: int, seed: int, epoch
     elif name == "bayesian":
         base, kw = kt.oracles.BayesianOptimizationOracle, dict(
             max_trials=max_trials, num_initial_points=initial_points or max(3, max_trials // 4))
+        bases = (FewerRestartsBayesian, base)
     elif name == "hyperband":
         base, kw = kt.oracles.HyperbandOracle, dict(max_epochs=epochs, factor=factor,
                                                     hyperband_iterations=None)
     else:
         raise ValueError(f"unknown oracle {name!r}")
-    cls = type(f"Edge{base.__name__}", (EdgeOracleMixin, base), {})
+    bases = bases or (base,)
+    cls = type(f"Edge{base.__name__}", (EdgeOracleMixin, *bases), {})
     oracle = cls(**common, **kw)
     oracle.max_trials = max_trials  # hyperband has no max_trials argument; the base honors it
     oracle._edge_init(time_limit_s, num_stages)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -143,7 +144,8 @@ class EdgeTuner(kt.Tuner):
         self.settings = settings
         self.idle_sleep = idle_sleep
         self.trials_run: list[str] = []
-        super().__init__(oracle=oracle, directory=str(directory), project_name=project_name)
+        with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner prints "Reloading..."
+            super().__init__(oracle=oracle, directory=str(directory), project_name=project_name)
         if remote is not None:  # a worker: every oracle call goes to the chief
             self.oracle = remote(self.oracle)
 
