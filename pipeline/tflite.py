@@ -146,6 +146,7 @@ def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
 
     `reference` is the Keras model's test-split output (computed here when not given).
     """
+    from edge_runner.errors import RunnerError
     from pipeline.artifacts import atomic_output
     from pipeline.models import predict as keras_predict
 
@@ -155,7 +156,14 @@ def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
         reference = keras_predict(model, dataset.x_test)
     with atomic_output(path) as tmp:  # the file lands only once it has been measured
         tmp.write_bytes(data)
-        m = measure(tmp, model, dataset, reference)
+        try:
+            m = measure(tmp, model, dataset, reference)
+        except (RunnerError, RuntimeError, ValueError) as e:  # the interpreter refused the file
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            hint = ("; sparse encoding of int8 weights is known to fail here: export this mode "
+                    "without sparse" if sparse and mode != "fp32" else "")
+            raise ExportError(f"the {mode}{' sparse' if sparse else ''} .tflite does not run in "
+                              f"the host interpreter: {first}{hint}") from e
     return m
 
 

@@ -61,3 +61,15 @@ def test_converter_failure_is_a_typed_error():
     out = keras.layers.Lambda(lambda t: tf.numpy_function(np.sin, [t], tf.float32))(inp)
     with pytest.raises(ExportError, match="^TFLite conversion to fp32 failed: "):
         tflite.convert(keras.Model(inp, out), "fp32")
+
+
+def test_a_file_the_interpreter_refuses_is_a_typed_error_and_not_left_on_disk(model_and_data, tmp_path):
+    """int8 + sparse encoding converts, but LiteRT's XNNPACK refuses to load it (measured)."""
+    m, ds = model_and_data
+    pruned = __import__("tf_keras").models.clone_model(m)
+    pruned.set_weights([np.where(np.abs(w) < np.quantile(np.abs(w), 0.8), 0, w) if w.ndim > 1 else w
+                        for w in m.get_weights()])
+    with pytest.raises(ExportError, match=r"^the int8 sparse .tflite does not run in the host "
+                                          r"interpreter: .*export this mode without sparse$"):
+        tflite.export(pruned, tmp_path / "s.tflite", "int8", ds, sparse=True)
+    assert list(tmp_path.iterdir()) == []
