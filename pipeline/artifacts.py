@@ -92,6 +92,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     want a file name (model.save, converters), so a failed write never looks finished.
     """
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     tmp = tmp_dir / path.name
@@ -100,6 +101,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        for d in made:  # folders made for the output go too
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

@@ -141,17 +141,21 @@ def validate(path: str | Path, reference: np.ndarray | None, x: np.ndarray,
 
 
 def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
-           reference: np.ndarray | None = None) -> dict[str, Any]:
+           reference: np.ndarray | None = None, calibration: np.ndarray | None = None,
+           check: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Convert, write atomically, and validate on the test split. Returns the file's metrics.
 
-    `reference` is the Keras model's test-split output (computed here when not given).
+    `reference` is the Keras model's test-split output (computed here when not given);
+    `calibration` the int8 representative inputs (default: the dataset's calibration subset).
+    `check(temp_path, metrics)` may add metrics and raise (a gate): the file then never lands.
     """
     from edge_runner.errors import RunnerError
     from pipeline.artifacts import atomic_output
     from pipeline.models import predict as keras_predict
 
-    calib = dataset.calibration() if mode in ("int8", "int16x8") else None
-    data = convert(model, mode, calib, sparse=sparse)
+    if calibration is None and mode in ("int8", "int16x8"):
+        calibration = dataset.calibration()
+    data = convert(model, mode, calibration, sparse=sparse)
     if reference is None:
         reference = keras_predict(model, dataset.x_test)
     with atomic_output(path) as tmp:  # the file lands only once it has been measured
@@ -164,6 +168,8 @@ def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
                     "without sparse" if sparse and mode != "fp32" else "")
             raise ExportError(f"the {mode}{' sparse' if sparse else ''} .tflite does not run in "
                               f"the host interpreter: {first}{hint}") from e
+        if check is not None:
+            check(tmp, m)
     return m
 
 
