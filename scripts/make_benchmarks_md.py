@@ -3,7 +3,7 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["foundation", "runner", "channels", "compress", "distill", "nas", "devices"]
+ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas", "devices"]
 
 
 def main() -> None:
