@@ -93,9 +93,15 @@ def test_search_resume_and_export_follows_the_best(tmp_path, monkeypatch):
         run_dir / "report.html").read_text()
 
     # a bigger budget continues the same search: only the new trial runs
-    r3, text3 = make(trials=3, more="  - export: {modes: [fp32]}\n  - report\n")
-    engine.run(r3, run_dir, recipe_text=text3)
+    # ... and the best few train on before the winner is kept
+    r3, text3 = make(trials=3, more="      final_epochs: 1\n      final_candidates: 2\n"
+                                    "  - export: {modes: [fp32]}\n")
+    records = engine.run(r3, run_dir, recipe_text=text3)
     assert runs(run_dir) == {"0": ["tuner0"], "1": ["tuner0", "tuner0"], "2": ["tuner0"]}
+    final = records[0].artifacts[0].metrics["final_candidates"]
+    assert len(final) == 2 and len({f["trial"] for f in final}) == 2
+    chosen = max(final, key=lambda f: (f["val_accuracy"], -f["val_loss"]))
+    assert records[0].artifacts[0].metrics["nas_trial"] == chosen["trial"]
 
 
 def test_constraints_nothing_meets(tmp_path):

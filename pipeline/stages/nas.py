@@ -161,7 +161,7 @@ class Nas(Stage):
             "candidate timed as .tflite on this host; saves best.keras")
 
     def run(self, ctx, cfg: NasConfig) -> StageResult:
-        from pipeline.artifacts import atomic_write_bytes, atomic_write_json
+        from pipeline.artifacts import atomic_write_json
         from pipeline.compress import search as S
 
         ds = ctx.dataset()
@@ -187,42 +187,24 @@ class Nas(Stage):
         if not done:
             raise UserError(f"nas: no trial completed (search folder {project})")
         pareto = S.front(done)
-        best = S.best_trial(oracle.trials.values())
-        limits = {k: v for k, v in resolved_constraints(ctx.recipe, cfg).items()}
+        limits = resolved_constraints(ctx.recipe, cfg)
         atomic_write_json(ctx.out_dir / "trials.json", rows)
-        atomic_write_json(ctx.out_dir / "pareto.json", {
-            "x": "latency_ms", "y": "val_accuracy", "constraints": limits,
-            "quantization": cfg.quantization, "front": pareto,
-            "best": best.trial_id if best else None})
-        atomic_write_bytes(ctx.out_dir / "pareto.png", S.plot_png(
-            done, pareto, limits["max_latency_ms"], best.trial_id if best else None,
-            title=f"nas: {len(done)} trials, {cfg.quantization} latency on this host"))
-        if best is None:
+        top = S.top_trials(oracle.trials.values(), cfg.final_candidates if cfg.final_epochs else 1)
+        if not top:
+            self._plot(ctx, cfg, done, pareto, limits, None)
             raise UserError(f"nas: no candidate meets the constraints "
                             f"({', '.join(f'{k}={v:g}' for k, v in limits.items() if v)}) in "
-                            f"{len(done)} trial{'s' * (len(done) != 1)}; closest: {closest(done, limits)}; relax the "
-                            f"constraints or change the space (all trials: "
-                            f"{project / 'trials.json'})")
-        return self._finish(ctx, cfg, spec, oracle, best, rows, pareto, project, seconds)
-
-    def _finish(self, ctx, cfg, spec, oracle, best, rows, pareto, project, seconds):
-        from pipeline.compress import search as S
-        from pipeline.training import FitConfig, fit
-
-        ds = ctx.dataset()
-        model, retrained = S.best_model(oracle, best, ds, spec.settings, project)
+                            f"{len(done)} trial{'s' * (len(done) != 1)}; closest: "
+                            f"{closest(done, limits)}; relax the constraints or change the space "
+                            f"(all trials: {project / 'trials.json'})")
+        best, model, final = self._final(ctx, cfg, spec, oracle, top, project)
+        self._plot(ctx, cfg, done, pareto, limits, best.trial_id)
         row = next(r for r in rows if r["trial_id"] == best.trial_id)
-        if cfg.final_epochs:
-            lr = row["hyperparameters"].get("learning_rate", 1e-3)
-            fit(model, ds, FitConfig(epochs=cfg.final_epochs, batch_size=cfg.batch_size,
-                                     learning_rate=lr, optimizer=cfg.optimizer,
-                                     patience=cfg.final_patience),
-                seed=ctx.seed, prefix="[nas] final training")
         search = {"nas_trial": best.trial_id, "architecture": row["architecture"],
                   "hyperparameters": row["hyperparameters"],
                   "nas_val_accuracy": row["val_accuracy"], "nas_latency_ms": row["latency_ms"],
                   "nas_size_kb": row["size_kb"], "nas_quantization": cfg.quantization,
-                  "retrained": retrained, "final_epochs": cfg.final_epochs}
+                  "final_epochs": cfg.final_epochs, "final_candidates": final}
         art = ctx.save_model(model, "best", metrics=search)
         completed = [r for r in rows if r["status"] == "COMPLETED"]
         ctx.log("[nas] best: trial %s [%s] val_acc %.4f p50 %.4f ms %.1f KB; test accuracy %.4f "
@@ -238,3 +220,43 @@ class Nas(Stage):
                    "search_dir": str(project.relative_to(ctx.run_dir)),
                    "plots": [ctx.rel("pareto.png")], "test_accuracy": art.metrics["accuracy"]}
         return StageResult([art], json.loads(json.dumps(metrics)))
+
+    @staticmethod
+    def _plot(ctx, cfg, done, pareto, limits, best_id) -> None:
+        from pipeline.artifacts import atomic_write_bytes, atomic_write_json
+        from pipeline.compress import search as S
+
+        atomic_write_json(ctx.out_dir / "pareto.json", {
+            "x": "latency_ms", "y": "val_accuracy", "constraints": limits,
+            "quantization": cfg.quantization, "front": pareto, "best": best_id})
+        atomic_write_bytes(ctx.out_dir / "pareto.png", S.plot_png(
+            done, pareto, limits["max_latency_ms"], best_id,
+            title=f"nas: {len(done)} trials, {cfg.quantization} latency on this host"))
+
+    @staticmethod
+    def _final(ctx, cfg, spec, oracle, top, project):
+        """Train the top candidates on (final_epochs) and keep the best on validation.
+        Returns (trial, model, [{trial, val_accuracy, val_loss}] of the candidates)."""
+        from pipeline.compress import search as S
+        from pipeline.training import FitConfig, fit
+
+        ds = ctx.dataset()
+        results = []
+        for t in top:
+            model, _ = S.best_model(oracle, t, ds, spec.settings, project)
+            if cfg.final_epochs:
+                lr = t.hyperparameters.values.get("learning_rate", 1e-3)
+                fit(model, ds, FitConfig(epochs=cfg.final_epochs, batch_size=cfg.batch_size,
+                                         learning_rate=lr, optimizer=cfg.optimizer,
+                                         patience=cfg.final_patience),
+                    seed=ctx.seed, prefix=f"[nas] final training of trial {t.trial_id}")
+            if len(top) == 1:
+                return t, model, []
+            model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            loss, acc = model.evaluate(ds.x_val, ds.y_val, verbose=0)
+            ctx.log("[nas] candidate trial %s after final training: val_acc %.4f val_loss %.4f",
+                    t.trial_id, acc, loss)
+            results.append(({"trial": t.trial_id, "val_accuracy": float(acc),
+                             "val_loss": float(loss)}, t, model))
+        chosen = max(results, key=lambda r: (r[0]["val_accuracy"], -r[0]["val_loss"]))
+        return chosen[1], chosen[2], [r[0] for r in results]

@@ -188,6 +188,8 @@ class NasConfig(StageConfig):
     final_epochs: int = Field(0, ge=0, description="train the best architecture this many more "
                               "epochs (early stopping on val accuracy) before saving it")
     final_patience: int | None = Field(6, ge=1)
+    final_candidates: int = Field(1, ge=1, description="with final_epochs: train this many of "
+                                  "the best feasible trials on; keep the best on validation")
 
     @field_validator("oracle")
     @classmethod
@@ -202,4 +204,4 @@ class NasConfig(StageConfig):
         the search folder, so raising max_trials continues a search instead of restarting it."""
         return self.model_dump(mode="json", exclude={"max_trials", "time_limit_min",
                                                      "max_failures", "final_epochs",
-                                                     "final_patience"})
+                                                     "final_patience", "final_candidates"})

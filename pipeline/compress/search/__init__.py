@@ -21,14 +21,15 @@ from typing import Any, Callable, Sequence
 
 from pipeline.compress.search import space as space_lib
 from pipeline.compress.search.oracle import (FINISHED, best_trial, last_line, make_oracle,
-                                             metrics_of, open_project)
+                                             metrics_of, open_project, top_trials)
 from pipeline.compress.search.pareto import front, plot_png
 from pipeline.compress.search.tuner import EdgeTuner, TrialSettings, measure, train_candidate
 
 log = logging.getLogger("edgepipe")
 
 __all__ = ["SearchSpec", "TrialSettings", "run_local", "run_chief", "run_worker", "trial_rows",
-           "best_trial", "best_model", "front", "plot_png", "measure", "train_candidate"]
+           "best_trial", "top_trials", "best_model", "front", "plot_png", "measure",
+           "train_candidate"]
 
 
 @dataclass

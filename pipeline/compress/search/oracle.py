@@ -133,7 +133,7 @@ class EdgeOracleMixin:
                      len(self.end_order), len(self._retry_queue))
 
 
-FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.INVALID)
+FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED)  # INVALID: waiting for a retry
 
 
 class FewerRestartsBayesian:
@@ -222,13 +222,22 @@ def is_feasible(trial) -> bool:
     return trial.status == TrialStatus.COMPLETED and metrics_of(trial).get("feasible") == 1.0
 
 
+def rank(trial) -> tuple:
+    """Sort key, best last: score (val accuracy), then lower val loss (accuracy on a small
+    validation split moves in steps, so ties are common), then lower latency."""
+    m = metrics_of(trial)
+    return (m["score"], -m.get("val_loss", 0.0), -m.get("latency_ms", 0.0))
+
+
+def top_trials(trials, k: int = 1) -> list:
+    """The `k` best feasible trials, best first."""
+    return sorted((t for t in trials if is_feasible(t)), key=rank, reverse=True)[:k]
+
+
 def best_trial(trials) -> Any:
-    """The feasible trial with the best score (val accuracy); ties: lower latency, fewer params."""
-    ok = [t for t in trials if is_feasible(t)]
-    if not ok:
-        return None
-    return max(ok, key=lambda t: (metrics_of(t)["score"], -metrics_of(t).get("latency_ms", 0),
-                                  -metrics_of(t).get("params", 0)))
+    """The best feasible trial (see `rank`), or None."""
+    top = top_trials(trials, 1)
+    return top[0] if top else None
 
 
 def summary(m: dict[str, float], short: bool = False) -> str:

@@ -104,7 +104,9 @@ def measure(model, dataset, settings: TrialSettings, folder: Path) -> dict[str, 
     t3 = time.time()
     out = load(path, threads=settings.threads).predict(dataset.x_val)
     params, _ = models.count_params(model)
+    p_true = np.clip(out[np.arange(len(out)), dataset.y_val], 1e-4, 1.0)
     m = {"val_accuracy": float(np.mean(out.argmax(-1) == dataset.y_val)),
+         "val_loss": float(-np.mean(np.log(p_true))),  # smooth: ranks equal accuracies
          "keras_val_accuracy": models.accuracy(model, dataset.x_val, dataset.y_val),
          "latency_ms": float(b["latency_ms"]["p50"]), "latency_p90_ms": float(b["latency_ms"]["p90"]),
          "size_kb": len(data) / 1024, "params": float(params),
