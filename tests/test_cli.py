@@ -121,3 +121,11 @@ def test_verbose_shows_the_traceback(cli):
 
     with pytest.raises(RecipeError):
         cli("--verbose", "run", "nope.yaml")
+
+
+def test_workers_without_a_nas_stage(cli, tmp_path):
+    write_recipe(tmp_path)
+    _one_line_error(cli("run", "recipe.yaml", "--workers", "2"),
+                    "--workers 2: recipe.yaml has no nas stage to distribute; drop --workers or "
+                    "add a nas stage")
+    assert _files(tmp_path) == ["recipe.yaml"]

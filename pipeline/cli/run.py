@@ -1,4 +1,4 @@
-"""`edgepipe run`, `status`, `report`, `recipe check|schema`."""
+"""`edgepipe run`, `status`, `recipe check|schema`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
     from pipeline.stages.nas import distributed
 
     r = recipes.load(recipe_file)
+    if workers and not any(s.name == "nas" for s in r.stages):
+        from pipeline.errors import UserError
+
+        raise UserError(f"--workers {workers}: {recipe_file} has no nas stage to distribute; "
+                        f"drop --workers or add a nas stage")
     run_dir = Path(out or Path("runs") / r.name)
     with distributed(workers=workers):
         records = engine.run(r, run_dir, from_stage=from_stage, force=force,
