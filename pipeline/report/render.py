@@ -80,6 +80,8 @@ def plot_png(rows: list[dict[str, Any]]) -> bytes | None:
                         xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy of the .tflite (%)")
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, min(hi, 100.5))  # accuracy cannot pass 100%
         ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
