@@ -166,13 +166,19 @@ def write(args, out, base, nas, runs, files, p50, base_wall, limit) -> None:
         "Load average (1/5/15 min) sampled at each phase: " + "; ".join(
             f"{tag}: {a:.1f}/{b:.1f}/{c:.1f}" for tag, (a, b, c) in LOADS) + ".", "",
         "### Search wall time and throughput", "",
-        "| search | trials completed | nas stage wall time | trials per hour | whole recipe |",
-        "|---|---|---|---|---|"]
+        "| search | trials completed | nas stage wall time | trials per hour | whole recipe | "
+        "best trial (its Keras test accuracy after final training) |",
+        "|---|---|---|---|---|---|"]
     for name, (run, wall) in runs.items():
         m = manifest(run, "nas")
         done = m["metrics"]["completed"]
         lines.append(f"| {name} | {done} | {m['seconds'] / 60:.1f} min | "
-                     f"{done / m['metrics']['search_seconds'] * 3600:.0f} | {wall / 60:.1f} min |")
+                     f"{done / m['metrics']['search_seconds'] * 3600:.0f} | {wall / 60:.1f} min | "
+                     f"{m['metrics']['best_trial']} ({m['artifacts'][0]['metrics']['accuracy']:.4f})"
+                     f" |")
+    lines += ["", "Trials per hour count the search only (from the first trial request to the "
+              "last result, worker start-up included); the stage's wall time adds the final "
+              "training of the best candidates and saving."]
     lines += ["", f"Goal: {args.trials} trials in at most 15 min. Per-trial phases (1 worker, "
               f"median): training {statistics.median(t['train_seconds'] for t in trials):.1f} s, "
               f"TFLite conversion {statistics.median(t['convert_seconds'] for t in trials):.1f} s,"
