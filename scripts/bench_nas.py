@@ -213,7 +213,19 @@ def write(args, out, base, nas, runs, files, p50, base_wall, limit) -> None:
               f"{ratio['int8']:.2f}x the baseline's latency; fp32 {gap['fp32']:+.2f} points at "
               f"{ratio['fp32']:.2f}x. The test split has {len_test()} samples (one sample = "
               f"{100 / len_test():.2f} points). Baseline recipe wall time {base_wall / 60:.1f} "
-              f"min.", ""]
+              f"min.", "", "### Notes", "",
+              "- Candidates are ranked on a 6-epoch proxy training and a validation split of "
+              "144 samples (one sample = 0.69 points), so the ranking among the top candidates "
+              "is noisy; the stage trains the best few (final_candidates) on for up to 30 "
+              "epochs and keeps the best on validation. Searches with different trial orders "
+              "(1 vs 2 workers) can keep different architectures: compare the last column of "
+              "the throughput table.",
+              "- Latency is measured on this host by every worker while other jobs (and, with "
+              "2 workers, the other worker's training) share the 2 cores; one timing at a time "
+              "per host (a lock), p50 of at least 100 runs. Trials per hour depend on the load "
+              "average printed above.",
+              "- On this host's XNNPACK, int8 is slower than fp32 for these tiny models (per-op "
+              "overhead dominates); the search scores what the recipe deploys (int8).", ""]
     dest = ROOT / "benchmarks" / "nas.md"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text("\n".join(lines))

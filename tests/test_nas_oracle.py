@@ -210,3 +210,35 @@ def test_a_chief_whose_budget_is_spent_does_not_wait_for_workers(tmp_path, fake_
     t0 = time.time()
     oracle = S.run_chief(spec(max_trials=2), tmp_path / "p", "127.0.0.1:0", remote_workers=True)
     assert time.time() - t0 < 5 and len(oracle.trials) == 2 and len(fake_trials) == 2
+
+
+class DeadWorker:
+    """Stands for a LocalWorker process killed by SIGKILL."""
+
+    def __init__(self, tuner_id):
+        self.tuner_id, self.returncode, self.log_path = tuner_id, -9, "w.log"
+
+    def ending(self):
+        return "was killed (signal 9)"
+
+    def stop(self):
+        pass
+
+
+def test_a_dead_workers_trial_goes_back_to_the_queue(tmp_path):
+    oracle = spec(max_trials=3).new_oracle()
+    S.oracle.open_project(oracle, tmp_path, "chief")
+    trial = oracle.create_trial("tuner1")
+    chief = D.Chief(oracle, "127.0.0.1:0")
+    try:
+        with pytest.raises(UserError) as e:
+            chief.wait([DeadWorker("tuner1")], poll=0.01)
+    finally:
+        chief.stop()
+    assert str(e.value) == (f"nas workers died before the search ended (tuner1 was killed "
+                            f"(signal 9)); trials {trial.trial_id} did not finish: run again to "
+                            f"finish the search (finished trials are kept)")
+    assert oracle._retry_queue == [trial.trial_id] and not oracle.ongoing_trials
+    again = oracle.create_trial("tuner0")  # another worker takes it over
+    assert again.trial_id == trial.trial_id and oracle.ran_by[trial.trial_id] == ["tuner1",
+                                                                                  "tuner0"]

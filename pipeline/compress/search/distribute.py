@@ -6,7 +6,8 @@ expects by KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT. 
 a worker whose chief cannot be reached for `timeout` seconds (gone, or never there) stops with
 one clear error instead of waiting an hour as keras-tuner's client does, while a chief that is
 merely busy thinking is waited for; the chief watches the worker processes it started and
-fails clearly when one of them dies; the chief picks a free port when asked for port 0.
+hands a dead one's trial to the others (failing clearly only if work is left undone); a remote
+worker restarted with the same --id takes its unfinished trial back; port 0 picks a free port.
 """
 
 from __future__ import annotations
@@ -164,17 +165,22 @@ class Chief:
     def wait(self, workers: Sequence["LocalWorker"] = (), remote_workers: bool = False,
              poll: float = 0.25, notice_every: float = 60.0) -> None:
         """Until the search is over: all local workers exited (and, with remote workers, every
-        worker was told to stop). A local worker that fails stops the others and raises."""
+        worker was told to stop). A local worker that dies hands its trial back to the oracle,
+        so the others run it; if none is left to run it, this raises."""
         last_notice = time.time()
+        dead: dict[str, str] = {}  # tuner id → how it ended
         try:
             while True:
                 for w in workers:
-                    if w.returncode not in (None, 0):
-                        raise UserError(f"nas worker {w.tuner_id} failed (exit {w.returncode}): "
-                                        f"{w.last_line()}; log: {w.log_path}")
+                    if w.returncode not in (None, 0) and w.tuner_id not in dead:
+                        dead[w.tuner_id] = w.ending()
+                        tid = self.oracle.requeue(w.tuner_id)
+                        log.warning("[nas] worker %s %s; %s (log: %s)", w.tuner_id,
+                                    dead[w.tuner_id], f"trial {tid} goes back to the queue"
+                                    if tid else "it held no trial", w.log_path)
                 local_done = all(w.returncode is not None for w in workers)
                 if local_done and (not remote_workers or self.finished()):
-                    return
+                    break
                 if remote_workers and time.time() - last_notice > notice_every:
                     last_notice = time.time()
                     if not self.oracle.ongoing_trials:
@@ -183,6 +189,14 @@ class Chief:
         finally:
             for w in workers:
                 w.stop()
+        left = list(self.oracle._retry_queue) + [t.trial_id for t in
+                                                 self.oracle.ongoing_trials.values()]
+        if dead and (left or not self.servicer.stop_triggered):
+            who = "; ".join(f"{k} {v}" for k, v in dead.items())
+            what = (f"trials {', '.join(sorted(left))} did not finish" if left else
+                    f"{len(self.oracle.trials)} of {self.oracle.max_trials} trials were started")
+            raise UserError(f"nas workers died before the search ended ({who}); {what}: run "
+                            f"again to finish the search (finished trials are kept)")
 
     def stop(self) -> None:
         self.server.stop(grace=1).wait(5)
@@ -201,6 +215,12 @@ class LocalWorker:
     @property
     def returncode(self) -> int | None:
         return self.proc.poll()
+
+    def ending(self) -> str:
+        rc = self.proc.poll()
+        if rc is not None and rc < 0:
+            return f"was killed (signal {-rc})"
+        return f"failed (exit {rc}): {self.last_line()}"
 
     def last_line(self) -> str:
         try:

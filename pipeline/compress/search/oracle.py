@@ -106,6 +106,19 @@ class EdgeOracleMixin:
         log.info("[nas] trial %s (%s) %s in %.1fs | %s | %d%s trials, %.1f min", trial.trial_id,
                  who, what, seconds, best_text, done, budget, (time.time() - self.began) / 60)
 
+    @kt.synchronized
+    def requeue(self, tuner_id: str) -> str | None:
+        """A worker died: its running trial (if any) goes back to the queue. Returns its id."""
+        self.tuner_ids.discard(tuner_id)
+        trial = self.ongoing_trials.pop(tuner_id, None)
+        if trial is None:
+            return None
+        self._started.pop(trial.trial_id, None)
+        trial.metrics = metrics_tracking.MetricsTracker()
+        self._retry_queue.append(trial.trial_id)
+        self.save()
+        return trial.trial_id
+
     # ----- state ------------------------------------------------------------------------------
     def get_state(self):
         return {**super().get_state(), "edgepipe_ran_by": self.ran_by}

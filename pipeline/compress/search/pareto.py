@@ -45,7 +45,7 @@ def plot_png(trials: Sequence[dict[str, Any]], pareto: Sequence[dict[str, Any]],
     for t in done:
         if t["trial_id"] == best_id:
             ax.scatter([t["latency_ms"]], [t["val_accuracy"] * 100], s=160, facecolors="none",
-                       edgecolors="red", label=f"best feasible (trial {best_id})")
+                       edgecolors="red", label=f"kept (trial {best_id}, after final training)")
     if limit_ms is not None:
         ax.axvline(limit_ms, color="red", linestyle="--", linewidth=1, label="max_latency_ms")
     ax.set_xlabel("host p50 latency of the trial's .tflite (ms)")
