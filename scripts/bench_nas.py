@@ -192,7 +192,7 @@ def write(args, out, base, nas, runs, files, p50, base_wall, limit) -> None:
     png = ROOT / "benchmarks" / "nas_pareto.png"
     png.parent.mkdir(exist_ok=True)
     png.write_bytes((nas_run / "01_nas" / "pareto.png").read_bytes())
-    lines += ["", "![Pareto front of the 1-worker search](nas_pareto.png)", "",
+    lines += ["", "![Pareto front of the 1-worker search](benchmarks/nas_pareto.png)", "",
               "(the stage's own `01_nas/pareto.png`, also embedded in the run's report.html)", "",
               "### Best feasible model against the hand-designed baseline", "",
               f"Best: trial {pareto['best']} `{best_art['architecture']}`, "
