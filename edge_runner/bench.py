@@ -52,6 +52,49 @@ def latency_stats(times_ms: list) -> dict:
     }
 
 
+#: thresholds of `conditions` (a benchmark past one of them says so in its "warnings")
+NOISY_CV = 0.10          # std/mean of the timed runs
+REPEAT_SPREAD = 0.05     # (max - min) / median of the repeats' p50
+FREQ_CHANGE = 0.05       # relative change of cpu0's frequency between before and after
+HOT_C = 80.0             # Raspberry Pi firmware starts soft throttling here
+
+
+def conditions(result: dict) -> list:
+    """Plain warnings about what makes this measurement less trustworthy (empty when none):
+    a noisy timing loop, repeats that disagree, a governor that scales frequency, a frequency
+    that moved, throttling or under-voltage, a CPU near its thermal limit."""
+    out = []
+    lat, before, after = result["latency_ms"], result["system_before"], result["system_after"]
+    if lat["cv"] > NOISY_CV:
+        out.append(f"noisy: cv {100 * lat['cv']:.0f}% > {100 * NOISY_CV:.0f}% (other load on "
+                   f"the machine?); min {lat['min']:.4g} ms vs p50 {lat['p50']:.4g} ms")
+    if result["repeats"] > 1 and result["p50_spread"] > REPEAT_SPREAD:
+        out.append(f"repeats disagree: p50 spread {100 * result['p50_spread']:.1f}% > "
+                   f"{100 * REPEAT_SPREAD:.0f}%")
+    governor = (after.get("cpufreq") or {}).get("governor")
+    if governor and governor != "performance":
+        out.append(f"CPU governor is {governor!r}, not 'performance': the frequency may change "
+                   "during the run")
+    f0 = (before.get("cpufreq") or {}).get("cur_mhz")
+    f1 = (after.get("cpufreq") or {}).get("cur_mhz")
+    if f0 and f1 and abs(f1 - f0) / f0 > FREQ_CHANGE:
+        out.append(f"CPU frequency moved during the run: {f0:g} -> {f1:g} MHz")
+    def flags(s: dict) -> set:
+        return {k for k, on in ((s.get("throttling") or {}).get("flags") or {}).items() if on}
+
+    # "*_occurred" bits are sticky since boot: only those that appeared during this run count
+    now = {k for k in flags(before) | flags(after) if not k.endswith("_occurred")}
+    new = {k for k in flags(after) - flags(before) if k.endswith("_occurred")}
+    if now | new:
+        out.append("throttling/under-voltage flagged by the firmware during the run: "
+                   + ", ".join(sorted(now | new)))
+    temp = after.get("temperature_c")
+    if temp is not None and temp >= HOT_C:
+        out.append(f"CPU at {temp:.1f} C after the run (>= {HOT_C:g} C: thermal throttling "
+                   "likely); add --cooldown or cooling")
+    return out
+
+
 def _peak_rss_kb() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # bytes on macOS
@@ -153,7 +196,7 @@ def benchmark(model_path, *, threads: int = 1, warmup: int = 10, min_runs: int =
 
     p50s = [rep["p50"] for rep in per_repeat]
     p50_spread = (max(p50s) - min(p50s)) / latency_stats(p50s)["p50"] if repeats > 1 else 0.0
-    return {
+    result = {
         "model": model,
         "backend": runner.backend,
         "backend_version": runner.backend_version,
@@ -177,3 +220,5 @@ def benchmark(model_path, *, threads: int = 1, warmup: int = 10, min_runs: int =
         "system_before": system_before,
         "system_after": sysinfo.collect(runtime=runtime),
     }
+    result["warnings"] = conditions(result)
+    return result

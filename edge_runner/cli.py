@@ -154,6 +154,7 @@ def _print_bench(r: dict) -> None:
         lines.append(f"p50 spread   {100 * r['p50_spread']:.1f}% across repeats")
     lines.append(f"peak RSS     {r['peak_rss_kb']} KB")
     lines += _system_lines(r["system_after"])
+    lines += [f"warning      {w}" for w in r["warnings"]]
     print("\n".join(lines))
 
 

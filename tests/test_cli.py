@@ -114,6 +114,13 @@ def test_ad_hoc_export_then_profile(cli, tmp_path):
     r = cli("profile", "m_int8.tflite", "--min-runs", "5", "--min-seconds", "0", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["latency_ms"]["p50"] > 0
+    from edge_runner import bench
+
+    with pytest.MonkeyPatch.context() as mp:  # the table form says what spoils a measurement
+        mp.setattr(bench, "conditions", lambda result: ["noisy: cv 30% > 10%"])
+        r = cli("profile", "m_int8.tflite", "--min-runs", "5", "--min-seconds", "0")
+    assert r.exit_code == 0 and r.stdout.startswith("m_int8.tflite: p50 ")
+    assert r.stderr.splitlines()[-1] == "warning: noisy: cv 30% > 10%"
 
 
 def test_verbose_shows_the_traceback(cli):

@@ -201,6 +201,46 @@ def test_benchmark_repeats_max_seconds_and_threads(edge_models):
     assert r["p50_spread"] >= 0 and (r["threads"], r["xnnpack"]) == (2, False)
 
 
+def _result(cv=0.02, repeats=1, spread=0.0, before=None, after=None):
+    lat = {"cv": cv, "min": 1.0, "p50": 1.1}
+    return {"latency_ms": lat, "repeats": repeats, "p50_spread": spread,
+            "system_before": before or {}, "system_after": after or {}}
+
+
+def _sys(governor="performance", mhz=1500.0, temp=50.0, flags=()):
+    thr = {"flags": {name: name in flags for name in sysinfo.THROTTLE_FLAGS.values()}}
+    return {"cpufreq": {"governor": governor, "cur_mhz": mhz}, "temperature_c": temp,
+            "throttling": thr}
+
+
+def test_conditions_quiet_run_has_no_warnings():
+    assert bench.conditions(_result(before=_sys(), after=_sys())) == []
+    assert bench.conditions(_result()) == []  # nothing known about the machine: nothing to say
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"cv": 0.17}, "noisy: cv 17% > 10% (other load on the machine?); min 1 ms vs p50 1.1 ms"),
+    ({"repeats": 3, "spread": 0.08}, "repeats disagree: p50 spread 8.0% > 5%"),
+    ({"after": _sys(governor="ondemand")}, "CPU governor is 'ondemand', not 'performance'"),
+    ({"before": _sys(mhz=1500), "after": _sys(mhz=600)}, "CPU frequency moved during the run: "
+     "1500 -> 600 MHz"),
+    ({"after": _sys(temp=82.5)}, "CPU at 82.5 C after the run"),
+    ({"before": _sys(), "after": _sys(flags=("throttled", "throttled_occurred"))},
+     "throttling/under-voltage flagged by the firmware during the run: throttled, "
+     "throttled_occurred"),
+])
+def test_conditions_name_what_spoils_a_measurement(kwargs, expected):
+    before = kwargs.pop("before", _sys())
+    after = kwargs.pop("after", _sys())
+    warnings = bench.conditions(_result(before=before, after=after, **kwargs))
+    assert len(warnings) == 1 and warnings[0].startswith(expected), warnings
+
+
+def test_conditions_ignore_throttling_that_happened_before_the_run():
+    old = _sys(flags=("under_voltage_occurred",))  # sticky since boot, not during this run
+    assert bench.conditions(_result(before=old, after=old)) == []
+
+
 def test_latency_stats_match_numpy():
     data = [5.0, 1.0, 2.0, 9.0, 3.0, 3.5, 7.25]
     s = bench.latency_stats(data)
@@ -405,12 +445,21 @@ def test_cli_verify_exit_codes(edge_models, goldens, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("PASS  ")
 
 
+def test_cli_bench_prints_warnings(edge_models, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "conditions", lambda r: ["noisy: cv 30% > 10%"])
+    assert cli.main(["bench", str(edge_models["fp32"]), "--min-runs", "5", "--min-seconds", "0",
+                     "--warmup", "1"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("warning      noisy: cv 30% > 10%")
+
+
 def test_cli_bench_table_and_info(edge_models, capsys):
     assert cli.main(["bench", str(edge_models["fp32"]), "--min-runs", "5", "--min-seconds", "0",
                      "--warmup", "1", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "runtime      litert 2.3.0, threads 1, xnnpack on" in out
     assert "runs         " in out and " p99 " in out and "p50 spread" in out
+    r = bench.benchmark(edge_models["fp32"], warmup=1, min_runs=5, min_seconds=0)
+    assert r["warnings"] == bench.conditions(r)
     assert cli.main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["runtime"]["backend"] == "litert" and info["backends_found"]["litert"] is True

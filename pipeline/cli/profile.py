@@ -51,6 +51,8 @@ def profile(model_path, threads, warmup, min_runs, min_seconds, as_json, device_
     click.echo(f"{model_path}: p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}"
                f"  mean {lat['mean']:.3f} ± {lat['std']:.3f}  ({b['runs']} runs, {threads} threads,"
                f" {b['backend']})")
+    for w in b["warnings"]:
+        click.echo(f"warning: {w}", err=True)
 
 
 commands = [profile]

@@ -124,6 +124,8 @@ def profile_devices(ctx, cfg, summarize: Callable[[dict], dict], latency_key: Ca
             latency.setdefault(path, {})[latency_key(d.name, t, first)] = s
             ctx.log("[profile] %-40s %s %dt  p50 %.3f ms  p90 %.3f ms%s", path, d.name, t,
                     s["p50"], s["p90"], "  verified" if s.get("verify") else "")
+            for w in s["warnings"]:
+                ctx.log("[profile] %-40s %s %dt  warning: %s", path, d.name, t, w)
             if first:
                 from pipeline import gates
 

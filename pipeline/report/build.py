@@ -63,3 +63,9 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"{r['path']}: unstructured sparsity shrinks the file (gzip) but gives no "
                        f"speed-up on this runtime ({sp:.2f}x).")
     return out
+
+
+def measurement_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """edge-runner's own warnings (noise, governor, throttling, ...), one line per target."""
+    return [f"{r['path']} on {target}: {w}" for r in rows
+            for target, lat in r.get("latency_ms", {}).items() for w in (lat or {}).get("warnings", [])]

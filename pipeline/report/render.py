@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.report.build import notes
+from pipeline.report.build import measurement_warnings, notes
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -52,6 +52,11 @@ def markdown(report: dict[str, Any]) -> str:
     ns = notes(report["artifacts"])
     if ns:
         lines += ["", "## Where compression did not pay off", ""] + [f"- {n}" for n in ns]
+    ws = measurement_warnings(report["artifacts"])
+    if ws:
+        lines += ["", "## Measurement warnings", "", "edge-runner flagged these latencies as less "
+                  "trustworthy; re-measure on a quieter, cooler board before relying on them.",
+                  ""] + [f"- {w}" for w in ws]
     if report.get("plots"):
         lines += ["", "## Stage plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
@@ -108,6 +113,7 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
     img = (f'<img alt="accuracy against latency and size" src="data:image/png;base64,'
            f'{base64.b64encode(png).decode()}">' if png else "<p>No .tflite files to plot.</p>")
     ns = "".join(f"<li>{esc(n)}</li>" for n in notes(report["artifacts"]))
+    ws = "".join(f"<li>{esc(w)}</li>" for w in measurement_warnings(report["artifacts"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -117,6 +123,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#e
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
+{f'<h2>Measurement warnings</h2><ul>{ws}</ul>' if ws else ''}
 <h2>Accuracy against latency and size</h2>{img}
 {_stage_plots(report, run_dir)}
 </body></html>

@@ -46,7 +46,8 @@ def summarize(bench: dict) -> dict:
     lat = bench["latency_ms"]
     return {**{k: lat[k] for k in ("p50", "p90", "p99", "mean", "std", "min", "cv")},
             "threads": bench["threads"], "runs": bench["runs"], "init_ms": bench["init_ms"],
-            "first_inference_ms": bench["first_inference_ms"], "backend": bench["backend"]}
+            "first_inference_ms": bench["first_inference_ms"], "backend": bench["backend"],
+            "warnings": bench.get("warnings", [])}
 
 
 class Profile(Stage):
@@ -79,6 +80,8 @@ class Profile(Stage):
                 latency.setdefault(art.path, {})[latency_key("host", t, i == 0)] = s
                 ctx.log("[profile] %-40s host %dt  p50 %.3f ms  p90 %.3f ms  cv %.3f",
                         art.path, t, s["p50"], s["p90"], s["cv"])
+                for w in s["warnings"]:
+                    ctx.log("[profile] %-40s host %dt  warning: %s", art.path, t, w)
                 if i == 0:
                     breaches += gates.check_latency(limit, f"{art.path} on host", s["p50"])
         boards, more, errors = profile_devices(ctx, cfg, summarize, latency_key,
