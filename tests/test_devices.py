@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.devices import Device, default_path, load_inventory
 from pipeline.devices.fleet import run_on_devices
-from pipeline.devices.transport import SSH, Deadline, RemoteCommandError
+from pipeline.devices.transport import SSH, Deadline, RemoteCommandError, bounded
 from pipeline.errors import DeviceError, UserError
 
 INVENTORY = """\
@@ -126,7 +127,7 @@ def test_ssh_options_batchmode_strict_keys_timeouts(inv_path):
     for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=10",
                 "UserKnownHostsFile=/tmp/kh", "IdentitiesOnly=yes"):
         assert f"-o {opt}" in line
-    assert argv[-3:] == ["--", "pi@10.0.0.2", "true"]
+    assert argv[-3:] == ["--", "pi@10.0.0.2", "true"]  # as given: run_sh adds the board's time limit
     assert ["-p", "2222"] == argv[argv.index("-p"):argv.index("-p") + 2]
     assert os.path.expanduser("~/.ssh/id_pi") in argv
     assert "StrictHostKeyChecking=accept-new" in SSH(pi4, accept_new=True).argv("true")
@@ -193,6 +194,70 @@ def test_command_failure_timeout_and_deadline_messages(fake_ssh, tmp_path, monke
         ssh.run(["sleep", "10"])
     with pytest.raises(DeviceError, match=r'job deadline of 0.5s exceeded before "true"'):
         ssh.run(["true"])
+
+
+def test_time_limit_is_enforced_on_the_board_too(fake_ssh, tmp_path, monkeypatch):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    args = ["printf", "%s\\n", *NASTY]
+    r = ssh.run(args, timeout=7)
+    assert r.text.splitlines() == NASTY and os.listdir(tmp_path / "home") == []
+    assert r.argv[:-1] == ssh.argv("x")[:-1]
+    assert r.argv[-1] == bounded(shlex.join(args), 7) == (
+        f"edgepipe_cmd={shlex.quote(shlex.join(args))}; if command -v timeout >/dev/null 2>&1 && "
+        "timeout -k 1 9 true </dev/null >/dev/null 2>&1; "
+        'then timeout -k 5 9 sh -c "$edgepipe_cmd"; else exec sh -c "$edgepipe_cmd"; fi; exit $?')
+    assert ssh.run(["true"]).argv[-1].startswith("edgepipe_cmd=true; ")  # command_timeout=600
+    assert "timeout -k 5 602 sh -c" in ssh.run(["true"]).argv[-1]
+    ssh.deadline = Deadline(30)  # the deadline is the tighter limit
+    assert "timeout -k 5 32 sh -c" in ssh.run(["true"]).argv[-1]
+    # stdin (bytes and files), exit codes and stderr pass through the wrapper.
+    assert ssh.run(["cat"], stdin=b"\x00bytes").stdout == b"\x00bytes"
+    (tmp_path / "in.bin").write_bytes(b"file\n")
+    with open(tmp_path / "in.bin", "rb") as f:
+        assert ssh.run(["wc", "-c"], stdin=f).text.strip() == "5"
+    with pytest.raises(RemoteCommandError, match=r"failed with exit code 3: boom$"):
+        ssh.run(["sh", "-c", "echo boom >&2; exit 3"])
+    # No limit at all: the command goes as it is.
+    free = SSH(ssh.device, ssh_bin=fake_ssh, command_timeout=None)
+    assert free.run(args).argv[-1] == shlex.join(args)
+
+
+def test_board_timeout_firing_first_gives_the_same_message(fake_ssh, tmp_path, monkeypatch):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    with pytest.raises(DeviceError) as e:  # 124: `timeout` stopped the command with SIGTERM
+        ssh.run_sh("exit 124", what='"edge-runner bench"', timeout=5, check=False)
+    assert type(e.value) is DeviceError
+    assert str(e.value) == ('Device "b" (board): "edge-runner bench" did not finish within 5s '
+                            "(the per-command timeout)")
+    ssh.deadline = Deadline(60)
+    with pytest.raises(DeviceError, match=r'^Device "b" \(board\): job deadline of 60s exceeded during "x"$'):
+        ssh.run_sh("exit 124", what='"x"')
+    # 137 long before the limit is the OOM killer's SIGKILL, not a timeout.
+    with pytest.raises(RemoteCommandError, match=r'"x" failed with exit code 137$'):
+        ssh.run_sh("exit 137", what='"x"')
+    free = SSH(ssh.device, ssh_bin=fake_ssh, command_timeout=None)  # no limit: 124 is just a code
+    with pytest.raises(RemoteCommandError, match=r'"x" failed with exit code 124$'):
+        free.run_sh("exit 124", what='"x"')
+
+
+@pytest.mark.parametrize("board_timeout", [None, "busybox-1.30"])
+def test_board_without_a_usable_timeout_runs_the_command_unbounded(fake_ssh, tmp_path, monkeypatch,
+                                                                  board_timeout):
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch)
+    bin_dir = tmp_path / "board-bin"  # the board's PATH: a shell and a few tools, no coreutils timeout
+    bin_dir.mkdir()
+    for tool in ("sh", "printf", "cat", "mkdir", "mv", "rm", "test"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    if board_timeout:  # an old busybox: `timeout [-t SECS] [-s SIG] PROG ARGS`, no -k
+        fake = bin_dir / "timeout"
+        fake.write_text("#!/bin/sh\necho 'timeout: invalid option -- k' >&2; exit 1\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert ssh.run(["printf", "%s\\n", *NASTY], timeout=5).text.splitlines() == NASTY
+    ssh.put(b"data", "d/$(x) 'f'.bin")
+    assert (tmp_path / "home" / "d" / "$(x) 'f'.bin").read_bytes() == b"data"
+    with pytest.raises(RemoteCommandError, match=r"failed with exit code 3: boom$"):
+        ssh.run_sh("echo boom >&2; exit 3", what='"x"', timeout=5)
 
 
 @pytest.mark.parametrize("stderr, message", [

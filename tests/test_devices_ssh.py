@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,46 @@ def test_sshd_killed_mid_run_keeps_other_boards(lab, ready, models):
                                       '"edge-runner bench"')
     assert took < 25  # well inside the 30 s command timeout: the loss is noticed at once
     c.start()  # back for the next test
+
+
+def _pids_running(marker: str) -> list[int]:
+    """Processes on this machine (the boards' machine) whose command line holds `marker`."""
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                if marker.encode() in Path(f"/proc/{d}/cmdline").read_bytes():
+                    found.append(int(d))
+            except OSError:
+                continue
+    return found
+
+
+def test_timed_out_command_is_stopped_on_the_board_too(lab):
+    """Killing the local ssh client leaves the remote command running; the board's own limit
+    (2 s longer than the local one) must stop it, so it does not spoil the next benchmark."""
+    d = lab["devices"].get("a")
+    marker = f"edgepipe-orphan-{uuid.uuid4().hex}"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DeviceError) as e, SSH(d) as ssh:
+            ssh.run([d.python, "-c", "import time; time.sleep(300)", marker], timeout=2)
+        took = time.monotonic() - t0
+        assert str(e.value) == (f'Device "a" (root@127.0.0.1:{d.port}): "{Path(d.python).name} -c '
+                                'import time; time.sleep(300) …" did not finish within 2s '
+                                "(the per-command timeout)")
+        assert 2 <= took < 6
+        end = time.monotonic() + 10
+        while _pids_running(marker) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert _pids_running(marker) == [], "the command kept running on the board"
+        assert time.monotonic() - t0 < 8  # 2 s + the 2 s grace + slack
+    finally:
+        for pid in _pids_running(marker):  # only ours: the marker is unique
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
 
 
 def test_changed_host_key_is_refused_even_with_accept_new(lab):

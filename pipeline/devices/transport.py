@@ -2,8 +2,11 @@
 
 Users' `~/.ssh/config`, agents and jump hosts work because this is the real `ssh`. Every command
 runs with `BatchMode=yes` (never a password prompt), a connect timeout, a per-command timeout and,
-optionally, a whole-job `Deadline`. Host keys are checked strictly: an unknown host is refused
-unless `accept_new` (StrictHostKeyChecking=accept-new) and a changed key is always refused.
+optionally, a whole-job `Deadline`. A time limit holds on both ends: here (the ssh client is
+killed) and on the board, where the command runs under `timeout` with a slightly longer limit, so
+a command whose ssh client was killed does not keep the board busy. Host keys are checked
+strictly: an unknown host is refused unless `accept_new` (StrictHostKeyChecking=accept-new) and a
+changed key is always refused.
 
 Remote commands are built from argument lists with `shlex.quote`, never by pasting strings.
 Files go up through ssh's stdin into a temp name, then `mv` into place: the local path never
@@ -31,6 +34,11 @@ from pipeline.devices.inventory import Device
 from pipeline.errors import DeviceError
 
 q = shlex.quote
+
+#: The board's own limit is this much longer than the local one, so the local (clearer) error
+#: normally wins; a command that ignores SIGTERM gets SIGKILL this much later.
+REMOTE_GRACE_S = 2
+REMOTE_KILL_AFTER_S = 5
 
 
 class RemoteCommandError(DeviceError):
@@ -149,7 +157,7 @@ class SSH:
         if by_deadline and limit <= 0:
             raise DeviceError(f"Device {self.device.label}: job deadline of "
                               f"{self.deadline.seconds:g}s exceeded before {what}")
-        argv = self.argv(command)
+        argv = self.argv(command if limit is None else bounded(command, limit))
         kw: dict = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "timeout": limit}
         if isinstance(stdin, (bytes, bytearray)):
             kw["input"] = bytes(stdin)
@@ -159,14 +167,14 @@ class SSH:
         try:
             p = subprocess.run(argv, **kw)
         except subprocess.TimeoutExpired:
-            if by_deadline:
-                raise DeviceError(f"Device {self.device.label}: job deadline of "
-                                  f"{self.deadline.seconds:g}s exceeded during {what}") from None
-            raise DeviceError(f"Device {self.device.label}: {what} did not finish within "
-                              f"{limit:g}s (the per-command timeout)") from None
+            raise self._timed_out(what, limit, by_deadline) from None
         except FileNotFoundError:
             raise DeviceError(f"OpenSSH client not found: {self.ssh_bin!r}; install openssh-client") from None
         res = Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+        # The board's `timeout` fired first (124: stopped by SIGTERM; 137: SIGKILL, which is also
+        # what the OOM killer does, so only when the time was up here too).
+        if limit is not None and (p.returncode == 124 or (p.returncode == 137 and res.seconds >= limit)):
+            raise self._timed_out(what, limit, by_deadline)
         if p.returncode == 255:
             failure = self._ssh_failure(res.err, what)
             if failure:
@@ -179,6 +187,13 @@ class SSH:
             raise RemoteCommandError(f"Device {self.device.label}: {what} failed with exit code "
                                      f"{p.returncode}{': ' + tail if tail else ''}", res)
         return res
+
+    def _timed_out(self, what: str, limit: float, by_deadline: bool) -> DeviceError:
+        if by_deadline:
+            return DeviceError(f"Device {self.device.label}: job deadline of "
+                               f"{self.deadline.seconds:g}s exceeded during {what}")
+        return DeviceError(f"Device {self.device.label}: {what} did not finish within "
+                           f"{limit:g}s (the per-command timeout)")
 
     def _ssh_failure(self, stderr: str, what: str) -> str | None:
         d, label = self.device, self.device.label
@@ -259,6 +274,22 @@ class SSH:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def bounded(command: str, seconds: float) -> str:
+    """`command` (a POSIX shell line) run on the board under `timeout`, with a limit
+    REMOTE_GRACE_S longer than `seconds`: SIGTERM to its whole process group, SIGKILL
+    REMOTE_KILL_AFTER_S later. A board without a `timeout` that takes `-k` (no coreutils, old
+    busybox) runs the command without a limit of its own. Exit codes, stdin and stdout are the
+    command's own (timeout's 124/137 when it fired)."""
+    limit = math.ceil(seconds) + REMOTE_GRACE_S
+    # Not `exec timeout`: with -k, timeout SIGKILLs its own process group, itself included, and
+    # ssh reports a signal death as exit code 255; the shell staying behind turns it into 137.
+    return (f"edgepipe_cmd={q(command)}; "
+            "if command -v timeout >/dev/null 2>&1 && "
+            "timeout -k 1 9 true </dev/null >/dev/null 2>&1; "
+            f'then timeout -k {REMOTE_KILL_AFTER_S} {limit} sh -c "$edgepipe_cmd"; '
+            'else exec sh -c "$edgepipe_cmd"; fi; exit $?')
 
 
 def _what(args: Sequence[str]) -> str:
