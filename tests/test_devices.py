@@ -63,6 +63,28 @@ def test_inventory_fields_defaults_and_alias(inv_path):
     assert [d.name for d in inv.resolve(["tag:lab", "pi4", "jetson"])] == ["pi4", "pi5", "jetson"]
 
 
+def test_inventory_list_form_and_the_readme_example(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```yaml\ndevices:", 1)[1].split("```", 1)[0]
+    p = tmp_path / "devices.yaml"
+    p.write_text("devices:" + block)
+    pi4 = load_inventory(p).get("pi4")
+    assert (pi4.address, pi4.port, pi4.threads, pi4.tags) == ("pi@pi4.local", 22, 4, ("lab",))
+    assert pi4.runtime == "tflite-runtime"
+    p.write_text("devices:\n  - name: a\n    host: h\n  - host: g\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == f"{p}:4: devices[1]: an entry of a devices list needs a name: key"
+    p.write_text("devices:\n  - name: a\n    host: h\n  - name: a\n    host: g\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == f"{p}:4: device 'a' is listed twice; give each board its own name"
+    p.write_text("devices:\n  - name: a\n    host: h\n    prot: 22\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == f'{p}:4: devices.0.prot: unknown key (did you mean "port"?)'
+
+
 def test_workdir_as_the_remote_shell_sees_it():
     d = Device(host="h")
     assert d.remote_workdir == "edgepipe"  # ~/edgepipe: commands start in the home folder

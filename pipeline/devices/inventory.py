@@ -17,6 +17,8 @@ devices:
     pip_args: [--no-index, --find-links, /home/pi/wheels]   # optional (offline boards)
 ```
 
+`devices:` may also be a list of entries that each carry a `name:` (`- name: pi4`, `host: ...`).
+
 Where the file is: the recipe's `devices:` path, `--devices PATH`, or
 `$XDG_CONFIG_HOME/edgepipe/devices.yaml` (default `~/.config/edgepipe/devices.yaml`).
 """
@@ -126,7 +128,8 @@ class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     defaults: dict[str, Any] = {}
-    devices: dict[str, dict[str, Any]] = {}
+    #: {name: fields} or [{name: ..., fields}, ...]
+    devices: dict[str, dict[str, Any] | None] | list[dict[str, Any]] = {}
 
 
 class Inventory:
@@ -192,17 +195,29 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
         top = _File.model_validate(raw)
     except ValidationError as e:
         raise UserError(_format(p, text, e, ())) from None
+    if isinstance(top.devices, list):  # the list form: every entry carries its name
+        entries = []
+        for i, entry in enumerate(top.devices):
+            if "name" not in entry:
+                raise UserError(f"{p}{_line(text, ('devices', i))}: devices[{i}]: an entry of a "
+                                "devices list needs a name: key")
+            entries.append((entry["name"], entry, ("devices", i)))
+    else:
+        entries = [(name, entry, ("devices", name)) for name, entry in top.devices.items()]
     devices: dict[str, Device] = {}
-    for name, entry in top.devices.items():
+    for name, entry, where in entries:
         name = str(name)
         if not NAME_RE.match(name):
-            raise UserError(f"{p}{_line(text, ('devices', name))}: Expected device names of letters, "
+            raise UserError(f"{p}{_line(text, where)}: Expected device names of letters, "
                             f"digits, '_', '.', '-'. Received: name={name!r}")
+        if name in devices:
+            raise UserError(f"{p}{_line(text, where)}: device {name!r} is listed twice; "
+                            "give each board its own name")
         fields = {**top.defaults, **(entry or {}), "name": name}
         try:
             devices[name] = Device.model_validate(fields)
         except ValidationError as e:
-            raise UserError(_format(p, text, e, ("devices", name))) from None
+            raise UserError(_format(p, text, e, where)) from None
     return Inventory(devices, p)
 
 
@@ -227,6 +242,10 @@ def _line(text: str, loc: tuple) -> str:
         return ""
     line = None
     for key in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         for k, v in node.value:
