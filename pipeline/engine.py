@@ -167,6 +167,8 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
                 log.info("[%s] up to date, skipped", p.dir_name)
                 records.append(_record(run_dir, p, manifest))
                 continue
+            if not rerun:  # the run's front page no longer describes its files
+                _unpublish_report(run_dir, plans)
             rerun = True
             tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{p.dir_name}.tmp-"))
             ctx = StageContext(run_dir=run_dir, out_dir=tmp, stage_dir=p.dir_name,
@@ -197,6 +199,15 @@ def _publish_report(run_dir: Path, records: list[StageRecord]) -> None:
         src = report.dir / name
         if src.is_file():
             atomic_write_bytes(run_dir / name, src.read_bytes())
+
+
+def _unpublish_report(run_dir: Path, plans: list[StagePlan]) -> None:
+    """Remove the report files `_publish_report` copied to the top: a stage is about to change
+    the run, and if a later one fails, a stale front page would describe files that are gone."""
+    for p in plans:
+        manifest = read_manifest(run_dir / p.dir_name) if p.name == "report" else None
+        for name in (manifest or {}).get("metrics", {}).get("files", []):
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def _commit(run_dir: Path, tmp: Path, final: Path, p: StagePlan, recipe: Recipe,

@@ -89,6 +89,25 @@ def test_changing_a_stage_reruns_it_and_everything_after(done_run, tmp_path):
     assert _mtimes(run_dir)["02_export"] == before["02_export"]
 
 
+def test_a_failed_rerun_leaves_no_stale_front_page(done_run, monkeypatch):
+    run_dir, _ = done_run
+    assert (run_dir / "report.html").is_file()
+    from pipeline.stages.profile import Profile
+
+    def broken(self, ctx, cfg):
+        raise RuntimeError("board on fire")
+
+    monkeypatch.setattr(Profile, "run", broken)
+    with pytest.raises(RuntimeError, match="board on fire"):
+        engine.run(recipe.parse(TINY_RECIPE), run_dir, from_stage="profile")
+    tops = {"report.json", "report.md", "report.html", "plot.png"}
+    assert not tops & {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "04_report" / "report.json").is_file()  # the stage's own copy stays
+    monkeypatch.undo()
+    engine.run(recipe.parse(TINY_RECIPE), run_dir)
+    assert tops <= {p.name for p in run_dir.iterdir()}
+
+
 def test_from_names_an_unknown_stage(done_run):
     run_dir, _ = done_run
     with pytest.raises(UserError, match='^--from: no stage \'reprt\' in this recipe \\(did you mean '
