@@ -66,6 +66,7 @@ class StageContext:
             model = models.from_spec(self.recipe.model, input_shape=ds.input_shape,
                                      num_classes=ds.num_classes, seed=self.seed)
         models.check_input(model, ds.input_shape)
+        models.check_output(model, ds.num_classes)
         return model
 
     def latest_keras_metrics(self) -> dict[str, Any]:

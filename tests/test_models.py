@@ -77,3 +77,35 @@ def test_input_shape_mismatch_is_one_line():
     with pytest.raises(UserError, match=r"^dataset samples have shape \[16, 16, 1\] but the model "
                                         r"expects \[8, 8, 1\]; set dataset.input_size"):
         models.check_input(tiny_model(), (16, 16, 1))
+
+
+def test_output_narrower_than_the_classes_is_one_line():
+    with pytest.raises(UserError, match=r"^the model has 5 outputs but the dataset has 10 classes; "
+                                        r"edgepipe needs one softmax output per class"):
+        models.check_output(tiny_model(num_classes=5), 10)
+    # a 1-unit sigmoid binary model: argmax over one output is always class 0
+    with pytest.raises(UserError, match=r"^the model has 1 output but the dataset has 2 classes"):
+        models.check_output(tiny_model(num_classes=1), 2)
+    # more outputs than the labels seen (a subset of the model's classes) is fine
+    models.check_output(tiny_model(num_classes=12), 10)
+    models.check_output(tiny_model(num_classes=10), 10)
+
+
+def test_recipe_and_cli_refuse_a_model_with_too_few_outputs(tmp_path):
+    """Before training (was TensorFlow's InvalidArgumentError traceback mid-`train`)."""
+    from click.testing import CliRunner
+
+    from pipeline import engine, recipe
+    from pipeline.cli import main
+    from tests.helpers import TINY_RECIPE
+
+    models.save_model(tiny_model(num_classes=5), tmp_path / "m5.keras")
+    text = TINY_RECIPE.replace("zoo: small_cnn\n  options: {filters: [4], dense: 16, dropout: 0.0}",
+                               f"path: {tmp_path / 'm5.keras'}")
+    with pytest.raises(UserError, match=r"^the model has 5 outputs but the dataset has 10 classes"):
+        engine.run(recipe.parse(text), tmp_path / "run")
+    assert not list((tmp_path / "run").glob("0*"))
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "m5.keras")])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: the model has 5 outputs but the dataset has 10 classes")
+    assert "Traceback" not in res.stderr

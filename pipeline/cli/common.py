@@ -10,7 +10,7 @@ import click
 def dataset_for_model(data: str, model, seed: int = 0):
     """Load `data` (digits | a .npz file | an image folder | tfds:NAME) shaped for `model`."""
     from pipeline.data import DatasetSpec, load_dataset
-    from pipeline.models import check_input
+    from pipeline.models import check_input, check_output
 
     shape = model.input_shape[1:]
     size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
@@ -30,6 +30,7 @@ def dataset_for_model(data: str, model, seed: int = 0):
         raise UserError(f"--data: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     ds = load_dataset(spec, seed=seed)
     check_input(model, ds.input_shape)
+    check_output(model, ds.num_classes)
     return ds
 
 

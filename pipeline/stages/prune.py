@@ -200,6 +200,7 @@ def prune_model(model, ds, cfg: PruneConfig, seed: int = 0) -> tuple[Any, dict[s
 
     require_graph_model(model, "pruning")
     models.check_input(model, ds.input_shape)
+    models.check_output(model, ds.num_classes)
     before = models.accuracy(model, ds.x_test, ds.y_test)
     new, metrics = _RUN[cfg.method](model, ds, cfg, seed)
     metrics = {"method": cfg.method, "accuracy_before": before, **metrics}
