@@ -54,6 +54,11 @@ class Options:
     command_timeout: float | None = 600.0
     deadline: float | None = None  # seconds for the whole job, all boards
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:  # 0 must not become the board's own
+            raise UserError(f"Expected threads >= 1 (or None: each device's own). "
+                            f"Received: threads={self.threads}")
+
 
 @dataclass
 class FleetResult:
@@ -107,7 +112,7 @@ def run_on_devices(devices: Sequence[Device], fn: Callable[[Device], Any],
 def profile_model(ssh: SSH, job: ModelJob, opts: Options) -> dict:
     """Deploy, verify (with a golden) and benchmark one model on a connected board."""
     d = ssh.device
-    threads = opts.threads or d.threads
+    threads = d.threads if opts.threads is None else opts.threads
     t0 = time.monotonic()
     dep = deploy_model(ssh, job.path)
     t_deploy = time.monotonic()

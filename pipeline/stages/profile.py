@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
@@ -11,8 +13,9 @@ from pipeline.stages.base import Stage, StageConfig, StageResult
 class ProfileConfig(StageConfig):
     targets: list[str] = Field(["host"], min_length=1, description="where to time: host, a "
                                "device of the recipe's devices.yaml, tag:<tag> (boards over SSH)")
-    threads: list[int] = Field([1], min_length=1, description="thread counts; the first is the "
-                               "one gates and the report's main column use")
+    threads: list[Annotated[int, Field(ge=1)]] = Field(
+        [1], min_length=1, description="thread counts; the first is the one gates and the "
+        "report's main column use")
     warmup: int = Field(10, ge=0, description="untimed runs first")
     min_runs: int = Field(50, ge=1)
     min_seconds: float = Field(1.0, ge=0)
