@@ -92,6 +92,23 @@ def test_detect_and_bad_preserve(base):
                             "expected one of: auto, none, sparsity, clusters, clusters+sparsity")
 
 
+def test_detect_tells_pruned_from_clustered_on_small_kernels():
+    import tf_keras as keras
+
+    model = keras.Sequential([keras.Input((40,)), keras.layers.Dense(32), keras.layers.Dense(10)])
+    rng = np.random.default_rng(0)
+    kernel = np.zeros(40 * 32, np.float32)  # 80% pruned: 256 distinct nonzeros are left
+    kernel[rng.choice(kernel.size, 256, replace=False)] = rng.normal(size=256)
+    model.layers[0].kernel.assign(kernel.reshape(40, 32))
+    assert Q.detect_preserve(model) == "sparsity"
+    centroids = rng.normal(size=8).astype(np.float32)  # clustered: 8 values shared by all
+    model.layers[0].kernel.assign(rng.choice(centroids, (40, 32)))
+    assert Q.detect_preserve(model) == "clusters"
+    clustered_and_pruned = np.where(rng.random((40, 32)) < 0.8, 0, rng.choice(centroids, (40, 32)))
+    model.layers[0].kernel.assign(clustered_and_pruned.astype(np.float32))
+    assert Q.detect_preserve(model) == "clusters+sparsity"
+
+
 def _float_tflite(model) -> bytes:
     import tensorflow as tf
 

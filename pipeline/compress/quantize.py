@@ -25,7 +25,8 @@ PRESERVE = ("auto", "none", "sparsity", "clusters", "clusters+sparsity")
 #: a model counts as pruned when this fraction of its kernel weights are exact zeros
 SPARSE_THRESHOLD = 0.10
 #: a model counts as clustered when every kernel of at least this many weights holds at most
-#: CLUSTERED_MAX_UNIQUE distinct nonzero values
+#: CLUSTERED_MAX_UNIQUE distinct nonzero values, each shared by two weights or more on average
+#: (a pruned kernel with few nonzeros left has few distinct values without being clustered)
 CLUSTERED_MIN_SIZE = 512
 CLUSTERED_MAX_UNIQUE = 256
 
@@ -91,8 +92,13 @@ def detect_preserve(model) -> str:
     total = sum(k.size for k in ks)
     zeros = sum(k.size - np.count_nonzero(k) for k in ks)
     sparse = bool(total) and zeros / total >= SPARSE_THRESHOLD
-    big = [k for k in ks if k.size >= CLUSTERED_MIN_SIZE]
-    clustered = bool(big) and all(len(np.unique(k[k != 0])) <= CLUSTERED_MAX_UNIQUE for k in big)
+    shared = []  # per big kernel with nonzeros: do its values repeat like cluster centroids?
+    for k in ks:
+        nz = k[k != 0]
+        if k.size >= CLUSTERED_MIN_SIZE and nz.size:
+            unique = len(np.unique(nz))
+            shared.append(unique <= CLUSTERED_MAX_UNIQUE and 2 * unique <= nz.size)
+    clustered = bool(shared) and all(shared)
     if clustered:
         return "clusters+sparsity" if sparse else "clusters"
     return "sparsity" if sparse else "none"
