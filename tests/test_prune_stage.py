@@ -68,6 +68,9 @@ def test_magnitude_channels_cluster_lowrank_chain(tmp_path):
      "r.yaml:7: stages.1.prune.sparsity: Expected sparsity in [0, 1). Received: sparsity=1.5"),
     ("prune: {method: channels, ratio: 1.0}",
      "r.yaml:7: stages.1.prune.ratio: Expected ratio in [0, 1). Received: ratio=1.0"),
+    ("prune: {method: channels, steps: 2, per_layer: {conv0: 0.5, conv1: 1.5}}",
+     "r.yaml:7: stages.1.prune.per_layer: Expected per_layer ratios in [0, 1). Received: "
+     "per_layer['conv1']=1.5"),
     ("prune: {begin_step: 10, end_step: 5}",
      "r.yaml:7: stages.1.prune: Expected end_step > begin_step (the schedule ends before it "
      "begins). Received: begin_step=10, end_step=5"),
@@ -110,6 +113,8 @@ def _files(folder):
 
 @pytest.mark.parametrize("args, msg", [
     (["--sparsity", "1.5"], "error: --sparsity: Expected sparsity in [0, 1). Received: sparsity=1.5"),
+    (["--method", "channels", "--per-layer", "conv0=1.0"],
+     "error: --per-layer: Expected per_layer ratios in [0, 1). Received: per_layer['conv0']=1.0"),
     (["--method", "chanels"], "error: --method: unknown method 'chanels' (did you mean \"channels\"?)"),
     (["--begin-step", "20", "--end-step", "10"], "error: Expected end_step > begin_step"),
     (["--frequency", "100", "--epochs", "1"],

@@ -80,6 +80,14 @@ class PruneConfig(FitConfig):
             raise ValueError(f"Expected {info.field_name} in [0, 1). Received: {info.field_name}={v}")
         return v
 
+    @field_validator("per_layer")
+    @classmethod
+    def _per_layer(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, r in v.items():
+            if not 0 <= r < 1:
+                raise ValueError(f"Expected per_layer ratios in [0, 1). Received: per_layer[{k!r}]={r}")
+        return v
+
     @field_validator("m_by_n")
     @classmethod
     def _mn(cls, v: tuple[int, int]) -> tuple[int, int]:
