@@ -32,8 +32,8 @@ class StageEntry(BaseModel):
     name: str
     config: StageConfig
 
-    def settings(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
+    def settings(self, exclude_unset: bool = False) -> dict[str, Any]:
+        return self.config.model_dump(mode="json", exclude_unset=exclude_unset)
 
 
 class Recipe(BaseModel):
@@ -59,10 +59,18 @@ class Recipe(BaseModel):
             raise ValueError("stages must be a list of {stage_name: settings}")
         return [e if isinstance(e, StageEntry) else _parse_stage(e) for e in v]
 
-    def to_json(self) -> dict[str, Any]:
-        d = self.model_dump(mode="json", exclude={"stages"})
-        d["stages"] = [{s.name: s.settings()} for s in self.stages]
+    def to_json(self, exclude_unset: bool = False) -> dict[str, Any]:
+        """Every setting, defaults included (fingerprints, reports); `exclude_unset`: only the
+        ones the recipe gave."""
+        d = self.model_dump(mode="json", exclude={"stages"}, exclude_unset=exclude_unset)
+        d["stages"] = [{s.name: s.settings(exclude_unset)} for s in self.stages]
         return d
+
+    def to_yaml(self) -> str:
+        """Recipe text that `parse` turns back into an equal recipe. Only the settings the
+        recipe gave: validators read `model_fields_set` (quantize rejects `epochs` outside qat,
+        prune rejects `begin_step` for channels), so a dump of every default does not parse."""
+        return yaml.safe_dump(self.to_json(exclude_unset=True), sort_keys=False)
 
 
 def _parse_stage(entry: Any) -> StageEntry:

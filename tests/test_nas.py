@@ -120,15 +120,24 @@ def test_constraints_nothing_meets(tmp_path):
 
 
 def test_chief_and_two_workers_run_every_trial_once(tmp_path, monkeypatch):
+    """... with prune and a ptq_int8 quantize after the search: their settings must reach the
+    workers as the recipe gave them (the full dump, every default explicit, was rejected by the
+    workers: "skip_unsupported applies to mode qat, not ptq_int8")."""
     from click.testing import CliRunner
 
     from pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
-    _, text = make(trials=3)
+    r, text = make(trials=3, more="  - prune: {method: channels, ratio: 0.25, epochs: 0}\n"
+                                  "  - quantize: {mode: ptq_int8, calibration: 32}\n")
     (tmp_path / "r.yaml").write_text(text)
     res = CliRunner().invoke(main, ["run", "r.yaml", "--out", "run", "--workers", "2"])
     assert res.exit_code == 0, res.output
+    assert [json.loads(m.read_text())["fingerprint"] for m in
+            sorted((tmp_path / "run").glob("0*/manifest.json"))] == [
+        p.fingerprint for p in engine.plan(r)]
+    (project,) = (tmp_path / "run" / ".nas").iterdir()
+    assert recipe.load(project / "recipe.yaml").to_json() == r.to_json()  # the workers' view
     ran = runs(tmp_path / "run")
     assert sorted(ran) == ["0", "1", "2"]
     assert all(len(v) == 1 and v[0] in ("tuner0", "tuner1") for v in ran.values()), ran

@@ -112,14 +112,19 @@ def check_data(cfg: NasConfig, input_shape) -> None:
 
 
 def _local_workers(ctx, project: Path, count: int, timeout: float):
-    """A function the chief calls with its address to start `count` workers on this host."""
-    import yaml
-
+    """A function the chief calls with its address to start `count` workers on this host.
+    They read the recipe from `<project>/recipe.yaml`, checked here to parse back into the
+    chief's own recipe (same settings, same search key) before any worker starts."""
+    from pipeline import recipe as recipes
     from pipeline.artifacts import atomic_write_text
     from pipeline.compress.search.distribute import LocalWorker, worker_env
 
     recipe_file = project / "recipe.yaml"
-    atomic_write_text(recipe_file, yaml.safe_dump(ctx.recipe.to_json(), sort_keys=False))
+    text = ctx.recipe.to_yaml()
+    if recipes.parse(text, str(recipe_file)).to_json() != ctx.recipe.to_json():
+        raise RuntimeError(f"nas: the recipe written for the workers ({recipe_file}) does not "
+                           f"parse back into the chief's; this is a bug in edgepipe")
+    atomic_write_text(recipe_file, text)
     threads = max(1, (os.cpu_count() or 1) // max(1, count))
 
     def start(address: str):
