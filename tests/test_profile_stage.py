@@ -36,3 +36,50 @@ def test_board_threads_zero_is_refused_not_replaced_by_the_board_default():
                                         r"Received: threads=0$"):
         Options(threads=0)
     assert Options().threads is None and Options(threads=2).threads == 2
+
+
+@pytest.mark.parametrize("profile, msg", [
+    # a typo with only the host as target used to drop the gate silently
+    ("{max_latency_ms: {hots: 5}}",
+     "r.yaml:7: stages.2.profile.max_latency_ms: 'hots' is not one of the targets "
+     "(did you mean \"host\"?); targets: host"),
+    ("{targets: [host, pi4], max_latency_ms: {host: 5, pi5: 5}}",
+     "r.yaml:7: stages.2.profile.max_latency_ms: 'pi5' is not one of the targets "
+     "(did you mean \"pi4\"?); targets: host, pi4"),
+    ("{targets: [pi4, tag:lab], max_latency_ms: {host: 5}}",
+     "r.yaml:7: stages.2.profile.max_latency_ms: 'host' is not one of the targets; "
+     "targets: pi4, tag:lab"),
+    ("{targets: [host, tag:lab], max_latency_ms: {tag:lb: 5}}",
+     "r.yaml:7: stages.2.profile.max_latency_ms: 'tag:lb' is not one of the targets "
+     "(did you mean \"tag:lab\"?); targets: host, tag:lab"),
+])
+def test_max_latency_keys_are_checked_at_recipe_load(profile, msg):
+    with pytest.raises(RecipeError) as e:
+        _recipe(profile)
+    assert str(e.value) == msg
+
+
+def test_device_keys_under_a_tag_are_checked_before_any_timing(tmp_path, monkeypatch):
+    """A key that may name a board of a tag needs the inventory: checked when the stage starts,
+    before the host is benchmarked (was: after it)."""
+    from types import SimpleNamespace
+
+    import edge_runner.bench
+
+    from pipeline.stages.base import Artifact
+    from pipeline.stages.profile import Profile
+
+    (tmp_path / "devices.yaml").write_text("devices:\n  pi4: {host: 10.0.0.2, tags: [lab]}\n")
+    r = _recipe("{targets: [host, tag:lab], max_latency_ms: {host: 5, pi4: 9, pi44: 9}}")
+    ctx = SimpleNamespace(recipe=r.model_copy(update={"devices": str(tmp_path / "devices.yaml")}),
+                          tflite_artifacts=lambda: [Artifact("m", "01_export/m.tflite", "tflite")],
+                          path=lambda a: tmp_path / a.path, log=lambda *a: None)
+
+    def benchmark(*a, **k):
+        raise AssertionError("the host was benchmarked before the key check")
+
+    monkeypatch.setattr(edge_runner.bench, "benchmark", benchmark)
+    with pytest.raises(UserError) as e:
+        Profile().run(ctx, r.stages[2].config)
+    assert str(e.value) == ("profile.max_latency_ms: 'pi44' is not one of the targets "
+                            "(did you mean \"pi4\"?); targets: host, tag:lab, pi4")

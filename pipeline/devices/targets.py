@@ -44,6 +44,20 @@ def check_limit_keys(limits: dict[str, float], targets: list[str], names: list[s
                             f"{did_you_mean(k, allowed)}; targets: {', '.join(allowed)}")
 
 
+def board_devices(ctx, cfg) -> list:
+    """The boards `cfg.targets` name, from the recipe's inventory, with the keys of a per-target
+    `max_latency_ms` checked against them: call before any timing so a typo fails first."""
+    wanted = [t for t in cfg.targets if t != "host"]
+    if not wanted:
+        return []
+    from pipeline.devices import load_inventory
+
+    devices = load_inventory(ctx.recipe.devices).resolve(wanted)
+    if isinstance(cfg.max_latency_ms, dict):
+        check_limit_keys(cfg.max_latency_ms, cfg.targets, [d.name for d in devices])
+    return devices
+
+
 def _mode(quantization: str | None) -> str | None:
     """The golden's tolerance mode, when edge-runner knows the artifact's quantization."""
     if not quantization:
@@ -58,26 +72,24 @@ def _mode(quantization: str | None) -> str | None:
 
 
 def profile_devices(ctx, cfg, summarize: Callable[[dict], dict], latency_key: Callable,
-                    limits_fallback: float | None) -> tuple[dict, list[str], dict[str, str]]:
-    """Profile the run's .tflite files on the board targets of `cfg`.
+                    limits_fallback: float | None, devices: list | None = None
+                    ) -> tuple[dict, list[str], dict[str, str]]:
+    """Profile the run's .tflite files on the board targets of `cfg` (`devices`: from
+    `board_devices`, resolved here when not given).
 
     Returns (latency {artifact path: {key: summary}}, gate breaches, errors {device: message}).
     Wrong answers on a board always raise; other board failures raise unless
     `cfg.allow_failed_targets` (then they are returned in `errors`).
     """
-    from pipeline.devices import load_inventory
     from pipeline.devices.fleet import ModelJob, Options, VerificationError, profile_model, run_on_devices
     from pipeline.devices.golden import host_golden
     from pipeline.devices.setup import ensure_ready
     from pipeline.devices.transport import SSH, Deadline
 
-    wanted = [t for t in cfg.targets if t != "host"]
-    if not wanted:
+    if devices is None:
+        devices = board_devices(ctx, cfg)
+    if not devices:
         return {}, [], {}
-    inv = load_inventory(ctx.recipe.devices)
-    devices = inv.resolve(wanted)
-    if isinstance(cfg.max_latency_ms, dict):
-        check_limit_keys(cfg.max_latency_ms, cfg.targets, [d.name for d in devices])
 
     arts = ctx.tflite_artifacts()
     goldens: dict[str, Path | None] = {a.path: None for a in arts}
@@ -136,4 +148,4 @@ def profile_devices(ctx, cfg, summarize: Callable[[dict], dict], latency_key: Ca
     return latency, breaches, dict(res.errors)
 
 
-__all__ = ["check_target", "limit_for", "profile_devices"]
+__all__ = ["board_devices", "check_target", "limit_for", "profile_devices"]

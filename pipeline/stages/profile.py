@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
+from pipeline.errors import did_you_mean
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 
@@ -39,6 +40,20 @@ class ProfileConfig(StageConfig):
 
         return [check_target(t) for t in v]
 
+    @field_validator("max_latency_ms")
+    @classmethod
+    def _limit_keys(cls, v, info):
+        """Keys must be targets; one that may be a board of a tag target waits for the inventory
+        (checked when the stage starts)."""
+        targets = info.data.get("targets")
+        if isinstance(v, dict) and targets:
+            tagged = any(t.startswith("tag:") for t in targets)
+            for k in v:
+                if k not in targets and (not tagged or k == "host" or k.startswith("tag:")):
+                    raise ValueError(f"{k!r} is not one of the targets{did_you_mean(k, targets)}; "
+                                     f"targets: {', '.join(targets)}")
+        return v
+
 
 def latency_key(target: str, threads: int, first: bool) -> str:
     """`host` for the first thread count, `host@2t` for the others."""
@@ -70,8 +85,9 @@ class Profile(Stage):
     def run(self, ctx, cfg: ProfileConfig) -> StageResult:
         from edge_runner.bench import benchmark
 
-        from pipeline.devices.targets import limit_for, profile_devices
+        from pipeline.devices.targets import board_devices, limit_for, profile_devices
 
+        devices = board_devices(ctx, cfg)  # unknown boards and limit keys fail before any timing
         limit = limit_for(cfg.max_latency_ms, "host", fallback=ctx.recipe.gates.max_latency_ms)
         latency: dict[str, dict] = {}
         breaches: list[str] = []
@@ -88,7 +104,7 @@ class Profile(Stage):
                 if i == 0:
                     breaches += gates.check_latency(limit, f"{art.path} on host", s["p50"])
         boards, more, errors = profile_devices(ctx, cfg, summarize, latency_key,
-                                               ctx.recipe.gates.max_latency_ms)
+                                               ctx.recipe.gates.max_latency_ms, devices)
         for path, per_target in boards.items():
             latency.setdefault(path, {}).update(per_target)
         gates.raise_breaches(breaches + more)
