@@ -83,3 +83,16 @@ def test_device_keys_under_a_tag_are_checked_before_any_timing(tmp_path, monkeyp
         Profile().run(ctx, r.stages[2].config)
     assert str(e.value) == ("profile.max_latency_ms: 'pi44' is not one of the targets "
                             "(did you mean \"pi4\"?); targets: host, tag:lab, pi4")
+
+
+def test_profile_without_a_tflite_in_the_run_fails_naming_the_fix(tmp_path):
+    """Was: an empty latency table committed, and latency gates that never fired."""
+    from pipeline import engine
+
+    text = HEAD.replace("  - train: {epochs: 1}\n  - export: {modes: [fp32]}\n", "")
+    r = recipe.parse(text + "  - profile: {max_latency_ms: 0.001}\n  - report\n")
+    with pytest.raises(UserError) as e:
+        engine.run(r, tmp_path / "run")
+    assert str(e.value) == ("profile: the run has no .tflite to time; add an export or quantize "
+                            "stage before profile")
+    assert not list((tmp_path / "run").glob("0*"))

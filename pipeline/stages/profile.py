@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
-from pipeline.errors import did_you_mean
+from pipeline.errors import UserError, did_you_mean
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 
@@ -87,6 +87,9 @@ class Profile(Stage):
 
         from pipeline.devices.targets import board_devices, limit_for, profile_devices
 
+        if not ctx.tflite_artifacts():  # else: an empty table and latency gates that never fire
+            raise UserError("profile: the run has no .tflite to time; add an export or quantize "
+                            "stage before profile")
         devices = board_devices(ctx, cfg)  # unknown boards and limit keys fail before any timing
         limit = limit_for(cfg.max_latency_ms, "host", fallback=ctx.recipe.gates.max_latency_ms)
         latency: dict[str, dict] = {}
