@@ -106,11 +106,13 @@ def outputs_softmax(model) -> bool:
 
 def compile_for_finetune(model, reference=None, learning_rate: float = 1e-3,
                          loss=None) -> None:
-    """Compile `model` for fine-tuning with a fresh Adam; loss from the output kind."""
-    if loss is None:
-        loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not outputs_softmax(reference if reference is not None else model))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    """Compile `model` for fine-tuning with a fresh Adam, the way the stages do
+    (`pipeline.training.compile_classifier`: the loss takes logits unless the model, or
+    `reference` for a wrapped one, ends in a softmax)."""
+    from pipeline.training import FitConfig, compile_classifier
+
+    compile_classifier(model, FitConfig(learning_rate=learning_rate, optimizer="adam"), loss=loss,
+                       reference=reference)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
