@@ -45,15 +45,20 @@ def latency_stats(times_ms: list) -> dict:
     ordered = sorted(times_ms)
     mean = sum(ordered) / n
     std = math.sqrt(sum((t - mean) ** 2 for t in ordered) / (n - 1)) if n > 1 else 0.0
+    p50 = _percentile(ordered, 50)
+    mad = _percentile(sorted(abs(t - p50) for t in ordered), 50)
     return {
         "mean": mean, "std": std, "min": ordered[0], "max": ordered[-1],
-        "p50": _percentile(ordered, 50), "p90": _percentile(ordered, 90),
+        "p50": p50, "p90": _percentile(ordered, 90),
         "p99": _percentile(ordered, 99), "cv": std / mean if mean > 0 else 0.0,
+        # 1.4826 * MAD / median: the cv the middle of the distribution would have if it were
+        # normal; unlike cv, a few outliers do not move it
+        "robust_cv": 1.4826 * mad / p50 if p50 > 0 else 0.0,
     }
 
 
 #: thresholds of `conditions` (a benchmark past one of them says so in its "warnings")
-NOISY_CV = 0.10          # std/mean of the timed runs
+NOISY = 0.05             # robust cv (1.4826 MAD / median) of the timed runs
 REPEAT_SPREAD = 0.05     # (max - min) / median of the repeats' p50
 FREQ_CHANGE = 0.05       # relative change of cpu0's frequency between before and after
 HOT_C = 80.0             # Raspberry Pi firmware starts soft throttling here
@@ -65,9 +70,10 @@ def conditions(result: dict) -> list:
     that moved, throttling or under-voltage, a CPU near its thermal limit."""
     out = []
     lat, before, after = result["latency_ms"], result["system_before"], result["system_after"]
-    if lat["cv"] > NOISY_CV:
-        out.append(f"noisy: cv {100 * lat['cv']:.0f}% > {100 * NOISY_CV:.0f}% (other load on "
-                   f"the machine?); min {lat['min']:.4g} ms vs p50 {lat['p50']:.4g} ms")
+    if lat["robust_cv"] > NOISY:  # the bulk of the runs spreads, not just a few outliers
+        out.append(f"noisy: robust cv {100 * lat['robust_cv']:.1f}% > {100 * NOISY:.0f}% (cv "
+                   f"{100 * lat['cv']:.0f}%; other load on the machine?); min {lat['min']:.4g} "
+                   f"ms vs p50 {lat['p50']:.4g} ms")
     if result["repeats"] > 1 and result["p50_spread"] > REPEAT_SPREAD:
         out.append(f"repeats disagree: p50 spread {100 * result['p50_spread']:.1f}% > "
                    f"{100 * REPEAT_SPREAD:.0f}%")

@@ -147,7 +147,8 @@ def _print_bench(r: dict) -> None:
         f"xnnpack {'on' if r['xnnpack'] else 'off'}, python {r['python']}",
         f"runs         {r['runs']} timed ({r['repeats']} repeat(s)), {r['warmup']} warm-up",
         f"init         {r['init_ms']:.2f} ms   first inference {r['first_inference_ms']:.3f} ms",
-        f"latency ms   mean {_ms(lat['mean'])}  std {_ms(lat['std'])}  cv {100 * lat['cv']:.1f}%",
+        f"latency ms   mean {_ms(lat['mean'])}  std {_ms(lat['std'])}  cv {100 * lat['cv']:.1f}%"
+        f"  robust cv {100 * lat['robust_cv']:.1f}%",
         "             " + "  ".join(f"{k} {_ms(lat[k])}" for k in ("min", "p50", "p90", "p99", "max")),
     ]
     if r["repeats"] > 1:

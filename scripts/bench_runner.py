@@ -426,9 +426,10 @@ def render(res: dict) -> str:
     lines += [
         "",
         "Goal: spread of p50 <= 5%. The cv column is edge-runner's own noise estimate "
-        "(std/mean of the runs); above 10% edge-runner adds a `noisy` warning to its result "
-        "(and the run's report lists it), so a user sees a spoiled measurement instead of "
-        "trusting it.",
+        "(std/mean of the runs); when the bulk of the runs spreads (robust cv = 1.4826 MAD / "
+        "median > 5%; a few outliers do not count) edge-runner adds a `noisy` warning to its "
+        "result (and the run's report lists it), so a user sees a spoiled measurement instead "
+        "of trusting it.",
         "",
         f"Where the spread comes from: {st['windows']} back-to-back windows of "
         f"{st['per_window']} invokes of `mnv2_a050_128_fp32` in one process ranged from "

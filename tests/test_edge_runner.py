@@ -176,7 +176,7 @@ def test_benchmark_keys_and_sane_numbers(edge_models):
     assert time.perf_counter() - t0 >= 0.05  # min_seconds honoured
     json.dumps(r, allow_nan=False)
     lat = r["latency_ms"]
-    assert set(lat) == {"mean", "std", "min", "max", "p50", "p90", "p99", "cv"}
+    assert set(lat) == {"mean", "std", "min", "max", "p50", "p90", "p99", "cv", "robust_cv"}
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 1000
     assert lat["cv"] == pytest.approx(lat["std"] / lat["mean"])
     assert r["runs"] >= 30
@@ -201,8 +201,8 @@ def test_benchmark_repeats_max_seconds_and_threads(edge_models):
     assert r["p50_spread"] >= 0 and (r["threads"], r["xnnpack"]) == (2, False)
 
 
-def _result(cv=0.02, repeats=1, spread=0.0, before=None, after=None):
-    lat = {"cv": cv, "min": 1.0, "p50": 1.1}
+def _result(cv=0.02, robust_cv=0.01, repeats=1, spread=0.0, before=None, after=None):
+    lat = {"cv": cv, "robust_cv": robust_cv, "min": 1.0, "p50": 1.1}
     return {"latency_ms": lat, "repeats": repeats, "p50_spread": spread,
             "system_before": before or {}, "system_after": after or {}}
 
@@ -219,7 +219,8 @@ def test_conditions_quiet_run_has_no_warnings():
 
 
 @pytest.mark.parametrize("kwargs, expected", [
-    ({"cv": 0.17}, "noisy: cv 17% > 10% (other load on the machine?); min 1 ms vs p50 1.1 ms"),
+    ({"cv": 0.17, "robust_cv": 0.08}, "noisy: robust cv 8.0% > 5% (cv 17%; other load on the "
+     "machine?); min 1 ms vs p50 1.1 ms"),
     ({"repeats": 3, "spread": 0.08}, "repeats disagree: p50 spread 8.0% > 5%"),
     ({"after": _sys(governor="ondemand")}, "CPU governor is 'ondemand', not 'performance'"),
     ({"before": _sys(mhz=1500), "after": _sys(mhz=600)}, "CPU frequency moved during the run: "
@@ -234,6 +235,13 @@ def test_conditions_name_what_spoils_a_measurement(kwargs, expected):
     after = kwargs.pop("after", _sys())
     warnings = bench.conditions(_result(before=before, after=after, **kwargs))
     assert len(warnings) == 1 and warnings[0].startswith(expected), warnings
+
+
+def test_a_few_outliers_are_not_noise():
+    assert bench.conditions(_result(cv=1.15, robust_cv=0.009)) == []  # p50 is steady
+    times = [1.0, 1.01, 0.99, 1.02, 0.98] * 20 + [30.0]  # one stall: cv jumps, robust cv not
+    s = bench.latency_stats(times)
+    assert s["cv"] > 1 and s["robust_cv"] == pytest.approx(1.4826 * 0.01 / 1.0)
 
 
 def test_conditions_ignore_throttling_that_happened_before_the_run():

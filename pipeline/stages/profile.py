@@ -63,6 +63,7 @@ def latency_key(target: str, threads: int, first: bool) -> str:
 def summarize(bench: dict) -> dict:
     lat = bench["latency_ms"]
     return {**{k: lat[k] for k in ("p50", "p90", "p99", "mean", "std", "min", "cv")},
+            "robust_cv": lat.get("robust_cv"),  # None from a board's older edge-runner
             "threads": bench["threads"], "runs": bench["runs"], "init_ms": bench["init_ms"],
             "first_inference_ms": bench["first_inference_ms"], "backend": bench["backend"],
             "warnings": bench.get("warnings", [])}
