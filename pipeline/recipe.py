@@ -175,6 +175,8 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
     except ValidationError as e:
         errors += [err for err in e.errors() if not errors or err["loc"][:1] != ("stages",)]
     if errors:
+        # an unknown key first: a typo (`datset:`) also makes the key it meant "missing"
+        errors.sort(key=lambda err: err["type"] != "extra_forbidden")
         errors = [_format_error(err, root, source) for err in errors]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RecipeError(errors[0] + more) from None

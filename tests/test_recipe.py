@@ -46,6 +46,11 @@ def test_unknown_top_level_key():
     assert _error(TINY_RECIPE + "gate: {}\n") == 'r.yaml:12: gate: unknown key (did you mean "gates"?)'
 
 
+def test_top_level_typo_reports_the_unknown_key_not_the_missing_one():
+    text = TINY_RECIPE.replace("dataset:", "datset:")
+    assert _error(text) == ('r.yaml:3: datset: unknown key (did you mean "dataset"?) (and 1 more)')
+
+
 def test_wrong_type_names_key_and_line():
     text = TINY_RECIPE.replace("epochs: 3", "epochs: two")
     msg = _error(text)
