@@ -130,6 +130,18 @@ def test_inventory_errors_name_file_line_and_key(tmp_path):
         load_inventory(p)
 
 
+def test_inventory_typo_of_a_required_key_names_the_typo(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("devices:\n  - name: pi\n    hots: 1.2.3.4\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == f'{p}:3: devices.0.hots: unknown key (did you mean "host"?)'
+    p.write_text("devices:\n  pi:\n    port: 22\n")
+    with pytest.raises(UserError) as e:
+        load_inventory(p)
+    assert str(e.value) == f"{p}:2: devices.pi.host: required key is missing"
+
+
 def test_default_inventory_path_follows_xdg(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     assert default_path() == tmp_path / "cfg" / "edgepipe" / "devices.yaml"

@@ -222,13 +222,17 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
 
 
 def _format(p: Path, text: str, e: ValidationError, prefix: tuple) -> str:
-    err = e.errors()[0]
+    errs = e.errors()
+    # an unknown key first: a typo (`hots:`) also makes the key it meant "missing"
+    err = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
     loc = prefix + tuple(err["loc"])
     key = ".".join(str(x) for x in loc)
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = list(Device.model_fields) if prefix else list(_File.model_fields)
         msg = f"unknown key{did_you_mean(loc[-1], allowed)}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
     elif err["type"] != "value_error" and "input" in err:
         msg = f"{msg}. Received: {loc[-1]}={err['input']!r}"
     return f"{p}{_line(text, loc)}: {key}: {msg}"
