@@ -123,11 +123,13 @@ def test_ad_hoc_export_then_profile(cli, tmp_path):
     assert r.stderr.splitlines()[-1] == "warning: noisy: cv 30% > 10%"
 
 
-def test_verbose_shows_the_traceback(cli):
-    from pipeline.errors import RecipeError
-
-    with pytest.raises(RecipeError):
-        cli("--verbose", "run", "nope.yaml")
+@pytest.mark.parametrize("flag", ["-v", "--verbose"])
+def test_verbose_shows_the_traceback_and_still_exits_2(cli, flag):
+    r = cli(flag, "run", "nope.yaml")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("Traceback (most recent call last):")
+    assert "pipeline.errors.RecipeError: recipe file not found: nope.yaml" in r.stderr
+    assert r.stderr.splitlines()[-1] == "error: recipe file not found: nope.yaml"
 
 
 def test_workers_without_a_nas_stage(cli, tmp_path):

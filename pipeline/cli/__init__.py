@@ -24,7 +24,7 @@ COMMAND_MODULES = (
 
 
 class Main(click.Group):
-    """Turns user errors into one line on stderr and exit code 2 (`--verbose`: traceback)."""
+    """Turns user errors into one line on stderr and exit code 2 (`--verbose`: traceback first)."""
 
     def invoke(self, ctx: click.Context):
         from edge_runner.errors import RunnerError
@@ -33,8 +33,10 @@ class Main(click.Group):
         try:
             return super().invoke(ctx)
         except (UserError, RunnerError) as e:
-            if ctx.find_root().params.get("verbose"):
-                raise
+            if ctx.find_root().params.get("verbose"):  # the traceback too, same exit code
+                import traceback
+
+                click.echo(traceback.format_exc().rstrip(), err=True)
             click.echo(f"error: {e}", err=True)
             ctx.exit(2)
 
