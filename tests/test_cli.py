@@ -138,3 +138,13 @@ def test_workers_without_a_nas_stage(cli, tmp_path):
                     "--workers 2: recipe.yaml has no nas stage to distribute; drop --workers or "
                     "add a nas stage")
     assert _files(tmp_path) == ["recipe.yaml"]
+
+
+def test_status_of_a_folder_that_is_not_a_run(cli, tmp_path):
+    (tmp_path / "recipes").mkdir()
+    for folder in (".", "recipes"):
+        _one_line_error(cli("status", folder),
+                        f"{folder} is not an edgepipe run folder (no recipe.yaml, no stage "
+                        "folders); give the folder `edgepipe run` wrote, e.g. runs/digits")
+    _one_line_error(cli("status", "nope"), "run folder not found: nope")
+    assert _files(tmp_path) == ["recipes"]

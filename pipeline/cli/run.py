@@ -44,6 +44,7 @@ def status(run_dir: str, as_json: bool) -> None:
     """Show which stages of a run folder are done, stale or missing."""
     from pipeline import engine
 
+    _check_run_folder(Path(run_dir))
     rows = engine.status(run_dir)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -51,6 +52,18 @@ def status(run_dir: str, as_json: bool) -> None:
     for r in rows:
         secs = f"{r['seconds']:.1f}s" if r["seconds"] is not None else ""
         click.echo(f"{r['stage']:<24} {r['state']:<10} {r['artifacts']} artifacts  {secs}")
+
+
+def _check_run_folder(p: Path) -> None:
+    """A folder with neither recipe.yaml nor a stage folder (01_train, ...) is not a run."""
+    import re
+
+    if p.is_dir() and not (p / "recipe.yaml").is_file() and not any(
+            d.is_dir() and re.match(r"\d+_", d.name) for d in p.iterdir()):
+        from pipeline.errors import UserError
+
+        raise UserError(f"{p} is not an edgepipe run folder (no recipe.yaml, no stage folders); "
+                        "give the folder `edgepipe run` wrote, e.g. runs/digits")
 
 
 @click.group()
