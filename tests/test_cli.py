@@ -148,3 +148,36 @@ def test_status_of_a_folder_that_is_not_a_run(cli, tmp_path):
                         "folders); give the folder `edgepipe run` wrote, e.g. runs/digits")
     _one_line_error(cli("status", "nope"), "run folder not found: nope")
     assert _files(tmp_path) == ["recipes"]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["profile", "m.tflite", "--threads", "0"], "error: Invalid value for '--threads': 0 is not in "
+     "the range x>=1. (see edgepipe profile --help)"),
+    (["run", "--bogus"], "error: No such option '--bogus'. Did you mean '--out'? (see edgepipe run "
+     "--help)"),
+    (["--bogus"], "error: No such option '--bogus'. Did you mean '--verbose'? (see edgepipe "
+     "--help)"),
+    (["nosuch"], "error: No such command 'nosuch'. (see edgepipe --help)"),
+    (["recipe", "check"], "error: Missing argument 'FILE'. (see edgepipe recipe check --help)"),
+    (["devices", "list", "--bogus"], "error: No such option '--bogus'. (see edgepipe devices list "
+     "--help)"),
+    (["-v", "nas", "recipe.yaml"], "error: give --chief or --worker (one machine: edgepipe run "),
+])
+def test_click_usage_errors_are_one_line(cli, tmp_path, args, line):
+    (tmp_path / "m.tflite").write_bytes(b"")
+    (tmp_path / "recipe.yaml").write_text("")
+    r = cli(*args)
+    assert r.exit_code == 2, r.output
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(line), r.stderr
+    assert _files(tmp_path) == ["m.tflite", "recipe.yaml"]
+
+
+def test_help_and_version_still_work(cli):
+    for args in (["--help"], ["-h"], ["profile", "--help"], ["devices", "list", "-h"]):
+        r = cli(*args)
+        assert r.exit_code == 0 and r.stdout.startswith("Usage: edgepipe "), (args, r.output)
+    r = cli("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("edgepipe, version ")
+    r = cli("devices")  # a bare group shows its help (click's own behaviour, exit 2)
+    assert r.exit_code == 2 and "Usage: edgepipe devices" in r.output

@@ -163,8 +163,9 @@ def test_cli_distill(teacher_file, tmp_path):
     (["--student", "{zoo: small_cnn, options: {classes: 5}}"],
      "error: --student: unknown option 'classes' for zoo model small_cnn; expected: filters, "
      "dense, dropout"),
-    (["--feature-pair", "conv0"], "Error: Invalid value for '--feature-pair': expected "
-                                  "TEACHER_LAYER:STUDENT_LAYER, got 'conv0'"),
+    (["--feature-pair", "conv0"], "error: Invalid value for '--feature-pair': expected "
+                                  "TEACHER_LAYER:STUDENT_LAYER, got 'conv0' (see edgepipe "
+                                  "distill --help)"),
     (["--feature-pair", "conv0:cnv0"], "error: Expected a layer of the student ('small_cnn') for "
                                        "feature distillation. Received: layer='cnv0' (did you mean "
                                        "\"conv0\"?)"),

@@ -23,8 +23,24 @@ COMMAND_MODULES = (
 )
 
 
+def _usage_error(e: click.UsageError):
+    """Click's own errors (bad option value, unknown option or command) as one line, exit 2."""
+    if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        raise e  # a bare group (`edgepipe devices`): click prints its help
+    where = e.ctx.command_path if e.ctx else "edgepipe"
+    click.echo(f"error: {' '.join(e.format_message().split())} (see {where} --help)", err=True)
+    raise click.exceptions.Exit(2)
+
+
 class Main(click.Group):
-    """Turns user errors into one line on stderr and exit code 2 (`--verbose`: traceback first)."""
+    """Turns user errors into one line on stderr and exit code 2 (`--verbose`: traceback first);
+    so too click's usage errors, of every command (they are raised inside these two methods)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            _usage_error(e)
 
     def invoke(self, ctx: click.Context):
         from edge_runner.errors import RunnerError
@@ -32,6 +48,8 @@ class Main(click.Group):
 
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            _usage_error(e)
         except (UserError, RunnerError) as e:
             if ctx.find_root().params.get("verbose"):  # the traceback too, same exit code
                 import traceback
@@ -41,7 +59,7 @@ class Main(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("edgepipe", cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="show tracebacks and library logs")
 @click.version_option(pipeline.__version__, prog_name="edgepipe")
 def main(verbose: bool) -> None:
