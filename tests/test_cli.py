@@ -181,3 +181,20 @@ def test_help_and_version_still_work(cli):
     assert r.exit_code == 0 and r.stdout.startswith("edgepipe, version ")
     r = cli("devices")  # a bare group shows its help (click's own behaviour, exit 2)
     assert r.exit_code == 2 and "Usage: edgepipe devices" in r.output
+
+
+@pytest.mark.slow
+def test_run_says_what_was_skipped_and_status_shows_report_files(cli, tmp_path):
+    write_recipe(tmp_path, "name: t\n"
+                 "dataset: {name: digits, input_size: [8, 8], channels: 1, train_fraction: 0.2}\n"
+                 "model: {zoo: small_cnn, options: {filters: [4], dense: 16, dropout: 0.0}}\n"
+                 "stages:\n  - train: {epochs: 1}\n  - report\n")
+    for args, done in ([(), "done: 2 stages (0 up to date, 2 run) in run"],
+                       [(), "done: 2 stages (2 up to date, 0 run) in run"],
+                       [("--from", "report"), "done: 2 stages (1 up to date, 1 run) in run"]):
+        r = cli("run", "recipe.yaml", "--out", "run", *args)
+        assert r.exit_code == 0, r.output
+        assert r.stdout.splitlines()[0] == done
+    rows = [ln.split()[:4] for ln in cli("status", "run").stdout.splitlines()]
+    assert rows == [["01_train", "done", "1", "artifact"],
+                    ["02_report", "done", "report.html,", "report.json,"]]

@@ -29,12 +29,28 @@ def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
         raise UserError(f"--workers {workers}: {recipe_file} has no nas stage to distribute; "
                         f"drop --workers or add a nas stage")
     run_dir = Path(out or Path("runs") / r.name)
+    before = {d.name: _manifest_id(d) for d in (run_dir.iterdir() if run_dir.is_dir() else ())}
     with distributed(workers=workers):
         records = engine.run(r, run_dir, from_stage=from_stage, force=force,
                              recipe_text=Path(recipe_file).read_text())
-    click.echo(f"done: {len(records)} stages in {run_dir}")
+    # a stage that ran committed a new manifest file; a skipped one kept its old one
+    kept = sum(1 for rec in records
+               if (old := before.get(rec.dir.name)) is not None and old == _manifest_id(rec.dir))
+    click.echo(f"done: {len(records)} stages ({kept} up to date, {len(records) - kept} run) "
+               f"in {run_dir}")
     if (run_dir / "report.md").exists():
         click.echo(f"report: {run_dir / 'report.html'}")
+
+
+def _manifest_id(stage_dir: Path) -> tuple[int, int] | None:
+    """Identity of a stage's manifest file (inode, mtime), or None when there is none."""
+    from pipeline.engine import MANIFEST
+
+    try:
+        st = (stage_dir / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 @click.command()
@@ -51,7 +67,11 @@ def status(run_dir: str, as_json: bool) -> None:
         return
     for r in rows:
         secs = f"{r['seconds']:.1f}s" if r["seconds"] is not None else ""
-        click.echo(f"{r['stage']:<24} {r['state']:<10} {r['artifacts']} artifacts  {secs}")
+        m = engine.read_manifest(Path(run_dir) / r["stage"]) or {}
+        files = m.get("metrics", {}).get("files") if not r["artifacts"] else None
+        n = r["artifacts"]
+        what = ", ".join(files) if files else f"{n} artifact{'' if n == 1 else 's'}"  # report: files
+        click.echo(f"{r['stage']:<24} {r['state']:<10} {what}  {secs}")
 
 
 def _check_run_folder(p: Path) -> None:
