@@ -121,6 +121,19 @@ def test_ad_hoc_export_then_profile(cli, tmp_path):
         r = cli("profile", "m_int8.tflite", "--min-runs", "5", "--min-seconds", "0")
     assert r.exit_code == 0 and r.stdout.startswith("m_int8.tflite: p50 ")
     assert r.stderr.splitlines()[-1] == "warning: noisy: cv 30% > 10%"
+    # golden outputs for `edge-runner verify` on a board
+    before = _files(tmp_path)
+    _one_line_error(cli("golden", "m_int8.tflite", "--data", "none.npz"),
+                    "dataset file not found: none.npz")
+    assert _files(tmp_path) == before
+    r = cli("golden", "m_int8.tflite", "--samples", "5", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"model": "m_int8.tflite", "golden": "m_int8_golden.npz",
+                                    "samples": 5}
+    from edge_runner.verify import verify
+
+    checked = verify(tmp_path / "m_int8.tflite", tmp_path / "m_int8_golden.npz")
+    assert checked["passed"] and checked["n"] == 5 and checked["mode"] == "int8"
 
 
 @pytest.mark.parametrize("flag", ["-v", "--verbose"])

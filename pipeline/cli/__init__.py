@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "pipeline.cli.run",
     "pipeline.cli.export",
     "pipeline.cli.profile",
+    "pipeline.cli.golden",
     "pipeline.cli.devices",
     "pipeline.cli.distill",
     "pipeline.cli.prune",

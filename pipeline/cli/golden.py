@@ -1,0 +1,46 @@
+"""`edgepipe golden`: golden outputs of a .tflite, for `edge-runner verify` on a board."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import click
+
+from pipeline.cli.common import data_option, dataset_for_model
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL.tflite")
+@data_option
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="test inputs to record")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="golden .npz (default: MODEL's name + _golden.npz beside it)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the data splits")
+@click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
+def golden(model_path, data, samples, out, seed, as_json) -> None:
+    """Run real test inputs through MODEL.tflite on this host and write inputs and outputs to an
+    .npz; `edge-runner verify MODEL.tflite GOLDEN.npz` on a board then checks that the board
+    computes the same answers."""
+    from edge_runner.backends import load
+    from pipeline import tflite
+    from pipeline.devices.golden import host_golden
+
+    path = tflite.check_file(model_path)
+    io = load(path).describe()
+    shapes = SimpleNamespace(input_shape=(None, *io["inputs"][0]["shape"][1:]),
+                             output_shape=(None, *io["outputs"][0]["shape"][1:]))
+    ds = dataset_for_model(data, shapes, seed=seed)
+    x = ds.x_test[:samples]
+    target = Path(out) if out else path.with_name(path.stem + "_golden.npz")
+    host_golden(path, x, target)  # written atomically: nothing half-written on failure
+    if as_json:
+        click.echo(json.dumps({"model": str(path), "golden": str(target), "samples": len(x)}))
+    else:
+        click.echo(f"{target}: {len(x)} test inputs of {data} and {path.name}'s outputs on this "
+                   f"host; check a board with: edge-runner verify {path.name} {target.name}")
+
+
+commands = [golden]
