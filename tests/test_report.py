@@ -1,7 +1,11 @@
 """The report's tables and plain statements, from hand-made rows (no TensorFlow, no run)."""
 
+from pathlib import Path
+
+from pipeline.report import build
 from pipeline.report.build import _add_baseline_ratios, measurement_warnings, notes
 from pipeline.report.render import html_page, markdown
+from pipeline.stages.base import Artifact, StageRecord
 
 
 def _row(name, quant, p50, gzip, *, sparsity=None, warnings=(), board=None):
@@ -51,3 +55,61 @@ def test_measurement_warnings_reach_markdown_and_html_per_target():
     page = html_page(report, None)
     assert "<h2>Measurement warnings</h2>" in page
     assert "<li>export/model.tflite on pi4: CPU governor is &#x27;ondemand&#x27;" in page
+
+
+def _record(i, stage, *arts):
+    return StageRecord(i, stage.split("_", 1)[1], Path(stage), list(arts), {})
+
+
+def _tfl(stage, quant, p50, source, name=None, **extra):
+    name = name or f"model_{quant}"
+    return Artifact(name=name, path=f"{stage}/{name}.tflite", format="tflite", quantization=quant,
+                    stage=stage, metrics={"accuracy": 0.9, "gzip_bytes": 1000, "source": source,
+                                          "latency_ms": {"host": {"p50": p50}}, **extra})
+
+
+def test_quantized_file_slower_than_the_fp32_of_its_own_model_is_noted():
+    # digits_prune: the pruned network's int8 beats the original fp32 but not its own fp32
+    records = [
+        _record(1, "02_export", _tfl("02_export", "fp32", 0.048, "01_train/model.keras")),
+        _record(3, "04_export", _tfl("04_export", "fp32", 0.021, "03_prune/model.keras"),
+                _tfl("04_export", "int8", 0.039, "03_prune/model.keras")),
+        _record(5, "06_quantize", _tfl("06_quantize", "int8", 0.040, "05_prune/model.keras",
+                                       name="model_qat")),
+        _record(6, "07_export", _tfl("07_export", "fp32", 0.020, "05_prune/model.keras",
+                                     name="model_fp32_sparse")),
+        _record(7, "08_export", _tfl("08_export", "int8", 0.010, "05_prune/model.keras")),
+    ]
+    rows = {r["path"]: r for r in build({"name": "t"}, records)["artifacts"]}
+    int8 = rows["04_export/model_int8.tflite"]
+    assert int8["speedup_vs_fp32"] == 0.048 / 0.039  # the baseline column stays
+    assert int8["fp32_same_model"] == "04_export/model_fp32.tflite"
+    assert int8["speedup_vs_fp32_same_model"] == 0.021 / 0.039
+    assert rows["06_quantize/model_qat.tflite"]["fp32_same_model"] == \
+        "07_export/model_fp32_sparse.tflite"  # lineage, not order: the fp32 came later
+    assert notes(list(rows.values())) == [
+        "04_export/model_int8.tflite (int8) is slower than the fp32 .tflite of the same model "
+        "04_export/model_fp32.tflite on host (0.54x): quantization does not pay off in latency "
+        "here.",
+        "06_quantize/model_qat.tflite (int8) is slower than the fp32 .tflite of the same model "
+        "07_export/model_fp32_sparse.tflite on host (0.50x): quantization does not pay off in "
+        "latency here."]
+
+
+def test_same_model_note_is_not_repeated_when_that_fp32_is_the_baseline():
+    records = [_record(1, "02_export", _tfl("02_export", "fp32", 2.0, "01_train/model.keras"),
+                       _tfl("02_export", "int8", 2.5, "01_train/model.keras"))]
+    rows = build({"name": "t"}, records)["artifacts"]
+    assert rows[1]["speedup_vs_fp32_same_model"] == 0.8
+    assert notes(rows) == ["02_export/model_int8.tflite is slower than the fp32 baseline on host "
+                           "(0.80x): this compression does not pay off in latency here."]
+
+
+def test_an_export_without_a_recorded_source_pairs_within_its_stage():
+    records = [_record(0, "01_export", _tfl("01_export", "fp32", 1.0, None),
+                       _tfl("01_export", "dynamic", 2.0, None)),
+               _record(1, "02_quantize", _tfl("02_quantize", "int8", 0.5, None))]
+    rows = build({"name": "t"}, records)["artifacts"]
+    assert rows[1]["fp32_same_model"] == "01_export/model_fp32.tflite"
+    assert "fp32_same_model" not in rows[2]
+

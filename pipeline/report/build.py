@@ -30,6 +30,7 @@ def build(recipe: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
             row["latency_ms"] = {**a.metrics.get("latency_ms", {}), **latency.get(a.path, {})}
             rows.append(row)
     _add_baseline_ratios(rows)
+    _add_same_model_ratios(rows)
     return {"recipe": recipe, "stages": stages, "artifacts": rows, "plots": plots}
 
 
@@ -49,19 +50,56 @@ def _add_baseline_ratios(rows: list[dict[str, Any]]) -> None:
             r["speedup_vs_fp32"] = base_p50 / p50
 
 
+def _host_p50(row: dict[str, Any]) -> float | None:
+    return (row["latency_ms"].get("host") or {}).get("p50")
+
+
+def _made_from(row: dict[str, Any]) -> tuple[str, str]:
+    """The Keras model a .tflite was converted from: its recorded `source`, else its stage
+    (one export stage converts one model into every mode)."""
+    return ("source", row["source"]) if row.get("source") else ("stage", row["stage"])
+
+
+def _add_same_model_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each quantized .tflite against the fp32 .tflite converted from the same Keras model: the
+    baseline ratio hides a quantization that is slower than its own network in float."""
+    fp32: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["format"] == "tflite" and r["quantization"] == "fp32":
+            fp32.setdefault(_made_from(r), r)
+    for r in rows:
+        if r["format"] != "tflite" or r["quantization"] in (None, "fp32"):
+            continue
+        sib = fp32.get(_made_from(r))
+        if sib is None:
+            continue
+        r["fp32_same_model"] = sib["path"]
+        p50, sib_p50 = _host_p50(r), _host_p50(sib)
+        if p50 and sib_p50:
+            r["speedup_vs_fp32_same_model"] = sib_p50 / p50
+
+
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     """Plain statements of where compression did not pay off on the hardware."""
     out = []
+    base = next((r["path"] for r in rows
+                 if r["format"] == "tflite" and r["quantization"] == "fp32"), None)
     for r in rows:
-        sp = r.get("speedup_vs_fp32")
-        if r["format"] != "tflite" or sp is None or r["quantization"] == "fp32" and not r.get("sparsity"):
+        if r["format"] != "tflite":
             continue
-        if sp < 0.95:
-            out.append(f"{r['path']} is slower than the fp32 baseline on host "
-                       f"({sp:.2f}x): this compression does not pay off in latency here.")
-        elif r.get("sparsity") and sp < 1.1:
-            out.append(f"{r['path']}: unstructured sparsity shrinks the file (gzip) but gives no "
-                       f"speed-up on this runtime ({sp:.2f}x).")
+        sp = r.get("speedup_vs_fp32")
+        if sp is not None and (r["quantization"] != "fp32" or r.get("sparsity")):
+            if sp < 0.95:
+                out.append(f"{r['path']} is slower than the fp32 baseline on host "
+                           f"({sp:.2f}x): this compression does not pay off in latency here.")
+            elif r.get("sparsity") and sp < 1.1:
+                out.append(f"{r['path']}: unstructured sparsity shrinks the file (gzip) but gives "
+                           f"no speed-up on this runtime ({sp:.2f}x).")
+        same = r.get("speedup_vs_fp32_same_model")
+        if same is not None and same < 0.95 and r["fp32_same_model"] != base:
+            out.append(f"{r['path']} ({r['quantization']}) is slower than the fp32 .tflite of the "
+                       f"same model {r['fp32_same_model']} on host ({same:.2f}x): quantization "
+                       f"does not pay off in latency here.")
     return out
 
 

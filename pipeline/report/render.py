@@ -46,7 +46,8 @@ def markdown(report: dict[str, Any]) -> str:
     head, body = table(report["artifacts"])
     lines = [f"# edgepipe report: {report['recipe'].get('name', '')}", "",
              "Accuracy is measured on each file itself (test split); sizes are on disk; latency "
-             "is edge-runner's p50 at the listed target. Ratios are against the first fp32 .tflite.",
+             "is edge-runner's p50 at the listed target. Ratios are against the first fp32 .tflite; "
+             "the notes also compare each quantized file with the fp32 .tflite of the same model.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     ns = notes(report["artifacts"])
@@ -119,7 +120,9 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style>
 </head><body><h1>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</h1>
-<p>Accuracy is measured on each file itself; sizes on disk; latency is edge-runner's p50.</p>
+<p>Accuracy is measured on each file itself; sizes on disk; latency is edge-runner's p50.
+Ratios are against the first fp32 .tflite; the notes also compare each quantized file with the fp32
+.tflite of the same model.</p>
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
