@@ -46,6 +46,7 @@ def test_report_json_contract(done_run):
     run_dir, _ = done_run
     rep = json.loads((run_dir / "report.json").read_text())
     assert rep["recipe"]["name"] == "tiny"
+    assert rep["plot"] == "plot.png" and (run_dir / "plot.png").is_file()
     rows = {r["path"]: r for r in rep["artifacts"]}
     assert set(rows) == {"01_train/model.keras", "02_export/model_fp32.tflite",
                          "02_export/model_int8.tflite"}

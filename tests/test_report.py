@@ -1,8 +1,9 @@
 """The report's tables and plain statements, from hand-made rows (no TensorFlow, no run)."""
 
+import json
 from pathlib import Path
 
-from pipeline.report import build
+from pipeline.report import build, render
 from pipeline.report.build import _add_baseline_ratios, measurement_warnings, notes
 from pipeline.report.render import html_page, markdown
 from pipeline.stages.base import Artifact, StageRecord
@@ -112,4 +113,18 @@ def test_an_export_without_a_recorded_source_pairs_within_its_stage():
     rows = build({"name": "t"}, records)["artifacts"]
     assert rows[1]["fp32_same_model"] == "01_export/model_fp32.tflite"
     assert "fp32_same_model" not in rows[2]
+
+
+def test_report_json_and_md_name_the_plot_that_is_written(tmp_path):
+    report = _report([_row("export", "fp32", 2.0, 4000), _row("int8", "int8", 1.0, 1000)])
+    files = render(report, tmp_path)
+    assert files["png"] == tmp_path / "plot.png" and files["png"].stat().st_size > 1000
+    assert json.loads((tmp_path / "report.json").read_text())["plot"] == "plot.png"
+    assert "![accuracy against latency and size](plot.png)" in (tmp_path / "report.md").read_text()
+    keras_only = {"recipe": {"name": "t"}, "plots": [], "artifacts": [
+        {**_row("train", "fp32", None, 4000), "format": "keras", "latency_ms": {}}]}
+    files = render(keras_only, tmp_path / "none")
+    assert "png" not in files and not (tmp_path / "none" / "plot.png").exists()
+    assert json.loads((tmp_path / "none" / "report.json").read_text())["plot"] is None
+    assert "](plot.png)" not in (tmp_path / "none" / "report.md").read_text()
 

@@ -58,6 +58,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Measurement warnings", "", "edge-runner flagged these latencies as less "
                   "trustworthy; re-measure on a quieter, cooler board before relying on them.",
                   ""] + [f"- {w}" for w in ws]
+    if report.get("plot"):
+        lines += ["", "## Accuracy against latency and size", "",
+                  f"![accuracy against latency and size]({report['plot']})"]
     if report.get("plots"):
         lines += ["", "## Stage plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
@@ -137,6 +140,7 @@ def render(report: dict[str, Any], folder: str | Path,
            run_dir: str | Path | None = None) -> dict[str, Path]:
     folder = Path(folder)
     png = plot_png(report["artifacts"])
+    report = {**report, "plot": "plot.png" if png else None}  # beside the report files
     out = {"json": folder / "report.json", "md": folder / "report.md",
            "html": folder / "report.html"}
     atomic_write_json(out["json"], report)
