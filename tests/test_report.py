@@ -128,3 +128,22 @@ def test_report_json_and_md_name_the_plot_that_is_written(tmp_path):
     assert json.loads((tmp_path / "none" / "report.json").read_text())["plot"] is None
     assert "](plot.png)" not in (tmp_path / "none" / "report.md").read_text()
 
+
+def test_per_layer_channels_and_sparsity_reach_markdown_and_html():
+    channels = [{"layer": "conv0", "type": "Conv2D", "out_before": 16, "out_after": 8},
+                {"layer": "bn0", "type": "BatchNormalization", "out_before": 16, "out_after": 8},
+                {"layer": "classifier", "type": "Dense", "out_before": 10, "out_after": 10}]
+    pruned = {**_row("03_prune", "fp32", None, 4000), "format": "keras",
+              "path": "03_prune/model.keras", "channels": channels}
+    sparse = {**_row("05_prune", "fp32", None, 900), "format": "keras",
+              "path": "05_prune/model.keras", "sparsity": {"conv0": 0.0, "fc": 0.800003}}
+    carried = {**_row("07_export", "fp32", 1.0, 800), "sparsity": {"conv0": 0.0, "fc": 0.8}}
+    report = {"recipe": {"name": "t"}, "plots": [], "artifacts": [pruned, sparse, carried]}
+    md = markdown(report)
+    assert ("## Per layer (prune, cluster)\n\n"
+            "- 03_prune/model.keras output channels: conv0 16→8, classifier 10\n"
+            "- 05_prune/model.keras zero weights: conv0 0.0%, fc 80.0%\n") in md
+    page = html_page(report, None)
+    assert ("<h2>Per layer (prune, cluster)</h2><ul><li>03_prune/model.keras output channels: "
+            "conv0 16→8, classifier 10</li><li>05_prune/model.keras zero weights: conv0 0.0%, "
+            "fc 80.0%</li></ul>") in page

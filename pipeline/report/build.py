@@ -103,6 +103,26 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def layer_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per-layer results of prune / cluster stages, one line per Keras model that has them."""
+    out = []
+    for r in rows:
+        if r["format"] != "keras":
+            continue
+        if r.get("channels"):  # BatchNormalization follows its conv's count: left out
+            out.append(f"{r['path']} output channels: " + ", ".join(
+                f"{c['layer']} {c['out_before']}" + (f"→{c['out_after']}"
+                                                     if c["out_after"] != c["out_before"] else "")
+                for c in r["channels"] if c.get("type") != "BatchNormalization"))
+        if r.get("sparsity"):
+            out.append(f"{r['path']} zero weights: " + ", ".join(
+                f"{k} {v:.1%}" for k, v in r["sparsity"].items()))
+        if r.get("unique_values"):
+            out.append(f"{r['path']} distinct weight values: " + ", ".join(
+                f"{k} {v}" for k, v in r["unique_values"].items()))
+    return out
+
+
 def measurement_warnings(rows: list[dict[str, Any]]) -> list[str]:
     """edge-runner's own warnings (noise, governor, throttling, ...), one line per target."""
     return [f"{r['path']} on {target}: {w}" for r in rows

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.report.build import measurement_warnings, notes
+from pipeline.report.build import layer_lines, measurement_warnings, notes
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -53,6 +53,9 @@ def markdown(report: dict[str, Any]) -> str:
     ns = notes(report["artifacts"])
     if ns:
         lines += ["", "## Where compression did not pay off", ""] + [f"- {n}" for n in ns]
+    ls = layer_lines(report["artifacts"])
+    if ls:
+        lines += ["", "## Per layer (prune, cluster)", ""] + [f"- {x}" for x in ls]
     ws = measurement_warnings(report["artifacts"])
     if ws:
         lines += ["", "## Measurement warnings", "", "edge-runner flagged these latencies as less "
@@ -118,6 +121,7 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
            f'{base64.b64encode(png).decode()}">' if png else "<p>No .tflite files to plot.</p>")
     ns = "".join(f"<li>{esc(n)}</li>" for n in notes(report["artifacts"]))
     ws = "".join(f"<li>{esc(w)}</li>" for w in measurement_warnings(report["artifacts"]))
+    ls = "".join(f"<li>{esc(x)}</li>" for x in layer_lines(report["artifacts"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -129,6 +133,7 @@ Ratios are against the first fp32 .tflite; the notes also compare each quantized
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
+{f'<h2>Per layer (prune, cluster)</h2><ul>{ls}</ul>' if ls else ''}
 {f'<h2>Measurement warnings</h2><ul>{ws}</ul>' if ws else ''}
 <h2>Accuracy against latency and size</h2>{img}
 {_stage_plots(report, run_dir)}
