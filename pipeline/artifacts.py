@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,11 +48,36 @@ def sizes(path: str | os.PathLike) -> dict[str, int]:
     return {"size_bytes": raw, "gzip_bytes": gz}
 
 
+def _create_new(parent: Path, prefix: str, suffix: str, create) -> tuple[Path, Any]:
+    """`create(path)` at a fresh random name in `parent` (raising FileExistsError if taken);
+    returns the path and what `create` returned.
+
+    Unlike tempfile.mkstemp/mkdtemp (always 0600/0700), what `create` makes with mode 0o666/0o777
+    gets the process umask applied by the kernel, so a run folder is as readable as any file the
+    user writes (a web server or colleague can open the report). No umask is read or changed.
+    """
+    for _ in range(100):
+        p = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return p, create(p)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name {prefix}*{suffix} in {parent}")
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new empty folder `parent/<prefix><random>` with the umask's mode (mkdtemp's is 0700)."""
+    return _create_new(Path(parent), prefix, "", lambda p: os.mkdir(p, 0o777))[0]
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: readers see old or new, never half."""
+    """Write to a temp file beside `path`, fsync, then rename: readers see old or new, never half.
+    The file's mode is 0o666 less the umask, as for any plain open()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    tmp, fd = _create_new(path.parent, f".{path.name}.", ".tmp",
+                          lambda p: os.open(p, flags, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

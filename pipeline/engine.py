@@ -15,14 +15,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.artifacts import (atomic_write_bytes, atomic_write_json, atomic_write_text,
-                                library_versions,
+                                library_versions, make_temp_dir,
                                 sha256_file, sha256_json, sha256_path)
 from pipeline.context import StageContext
 from pipeline.errors import UserError, did_you_mean
@@ -170,7 +169,7 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
             if not rerun:  # the run's front page no longer describes its files
                 _unpublish_report(run_dir, plans)
             rerun = True
-            tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{p.dir_name}.tmp-"))
+            tmp = make_temp_dir(run_dir, f".{p.dir_name}.tmp-")  # umask mode, not 0700
             ctx = StageContext(run_dir=run_dir, out_dir=tmp, stage_dir=p.dir_name,
                                recipe=recipe, previous=list(records),
                                _dataset=ctx_shared.get("dataset"))

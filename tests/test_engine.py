@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -64,6 +65,18 @@ def test_report_json_contract(done_run):
     for f in ("report.md", "report.html", "plot.png"):
         assert (run_dir / f).stat().st_size > 100
     assert "model_int8.tflite" in (run_dir / "report.md").read_text()
+
+
+def test_run_folder_modes_follow_the_umask(done_run):
+    run_dir, records = done_run
+    umask = os.umask(0)
+    os.umask(umask)
+    for r in records:  # stage folders were tempfile.mkdtemp's 0700, their json mkstemp's 0600
+        assert stat.S_IMODE(r.dir.stat().st_mode) == 0o777 & ~umask, r.dir
+        for name in ("manifest.json", "metrics.json"):
+            assert stat.S_IMODE((r.dir / name).stat().st_mode) == 0o666 & ~umask, name
+    for name in ("report.json", "report.md", "report.html", "plot.png"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_unchanged_rerun_runs_nothing(done_run):
