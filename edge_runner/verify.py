@@ -8,7 +8,7 @@ mode; for integer outputs it is a few quantization steps of the output tensor.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import zipfile
 from typing import Optional
 
@@ -47,7 +47,9 @@ def write_golden(path, inputs, outputs, quantization: Optional[str] = None) -> s
     if quantization is not None:
         arrays["quantization"] = np.array(normalize_mode(quantization))
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".golden-", suffix=".npz", dir=directory)
+    # not mkstemp (always 0600): mode 0666 less the umask, like any file the user writes
+    tmp = os.path.join(directory, f".golden-{os.getpid()}-{secrets.token_hex(4)}.npz")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

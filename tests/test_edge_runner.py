@@ -301,6 +301,16 @@ def test_verify_passes_on_right_golden(edge_models, goldens):
     assert r["passed"] and r["mode"] == "int8" and r["tolerance"] == pytest.approx(3 * scale)
 
 
+def test_golden_file_mode_follows_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        verify.write_golden(tmp_path / "g.npz", np.zeros((2, 3)), np.ones((2, 4)))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "g.npz").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]
+
+
 def test_verify_fails_on_perturbed_golden(edge_models, goldens, tmp_path):
     g = verify.read_golden(goldens["fp32"])
     nudged = tmp_path / "nudged.npz"
