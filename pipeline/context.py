@@ -26,6 +26,7 @@ class StageContext:
     recipe: "Recipe"
     previous: list[StageRecord] = field(default_factory=list)
     _dataset: Any = None
+    _loaded_from: str | None = None  # run path of the Keras model load_model() returned
 
     # ----- inputs -----------------------------------------------------------------------------
     @property
@@ -62,6 +63,7 @@ class StageContext:
         ds = self.dataset()
         if art is not None:
             model = models.load_model(self.path(art), unsafe=True)  # our own file
+            self._loaded_from = art.path
         else:
             model = models.from_spec(self.recipe.model, input_shape=ds.input_shape,
                                      num_classes=ds.num_classes, seed=self.seed)
@@ -80,7 +82,8 @@ class StageContext:
 
     def save_model(self, model: "tf_keras.Model", name: str = "model",
                    metrics: dict[str, Any] | None = None) -> Artifact:
-        """Save `model` as `<name>.keras`, measure params, sizes and test accuracy."""
+        """Save `model` as `<name>.keras`, measure params, sizes and test accuracy; `source` is
+        the run's Keras model this stage started from (load_model), when there was one."""
         from pipeline import models
 
         fname = f"{name}.keras"
@@ -88,6 +91,8 @@ class StageContext:
         m = models.describe(model, self.out_dir / fname)
         ds = self.dataset()
         m["accuracy"] = models.accuracy(model, ds.x_test, ds.y_test)
+        if self._loaded_from:
+            m["source"] = self._loaded_from
         m.update(metrics or {})
         return Artifact(name=name, path=self.rel(fname), format="keras",
                         quantization="fp32", metrics=m)

@@ -97,6 +97,37 @@ def test_quantized_file_slower_than_the_fp32_of_its_own_model_is_noted():
         "latency here."]
 
 
+def _keras(stage, source, **extra):
+    return Artifact(name="model", path=f"{stage}/model.keras", format="keras",
+                    quantization="fp32", stage=stage, metrics={"source": source, **extra})
+
+
+def test_sparse_file_is_compared_with_the_dense_model_it_was_pruned_from():
+    # digits_prune: channels (03) then 80% magnitude (05); the sparse fp32 beats the original
+    # fp32 only because of the channel pruning before it
+    sparse = {"conv1": 0.8}
+    records = [
+        _record(0, "01_train", _keras("01_train", None)),
+        _record(1, "02_export", _tfl("02_export", "fp32", 0.048, "01_train/model.keras")),
+        _record(2, "03_prune", _keras("03_prune", "01_train/model.keras")),
+        _record(3, "04_export", _tfl("04_export", "fp32", 0.021, "03_prune/model.keras")),
+        _record(4, "05_prune", _keras("05_prune", "03_prune/model.keras", sparsity=sparse)),
+        _record(5, "06_export", _tfl("06_export", "fp32", 0.022, "05_prune/model.keras",
+                                     name="model_fp32_sparse", sparsity=sparse),
+                _tfl("06_export", "int8", 0.019, "05_prune/model.keras",
+                     name="model_int8_sparse", sparsity=sparse)),
+    ]
+    rows = {r["path"]: r for r in build({"name": "t"}, records)["artifacts"]}
+    row = rows["06_export/model_fp32_sparse.tflite"]
+    assert row["dense_model"] == "04_export/model_fp32.tflite"
+    assert row["speedup_vs_dense_model"] == 0.021 / 0.022
+    assert "dense_model" not in rows["06_export/model_int8_sparse.tflite"]  # no dense int8
+    assert notes(list(rows.values())) == [
+        "06_export/model_fp32_sparse.tflite: unstructured sparsity gives no speed-up over the "
+        "fp32 .tflite of the dense model it was pruned from, 04_export/model_fp32.tflite (0.95x "
+        "on host); what it gains is file size (gzip)."]
+
+
 def test_same_model_note_is_not_repeated_when_that_fp32_is_the_baseline():
     records = [_record(1, "02_export", _tfl("02_export", "fp32", 2.0, "01_train/model.keras"),
                        _tfl("02_export", "int8", 2.5, "01_train/model.keras"))]

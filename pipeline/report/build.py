@@ -31,6 +31,7 @@ def build(recipe: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
             rows.append(row)
     _add_baseline_ratios(rows)
     _add_same_model_ratios(rows)
+    _add_dense_ratios(rows)
     return {"recipe": recipe, "stages": stages, "artifacts": rows, "plots": plots}
 
 
@@ -79,6 +80,28 @@ def _add_same_model_ratios(rows: list[dict[str, Any]]) -> None:
             r["speedup_vs_fp32_same_model"] = sib_p50 / p50
 
 
+def _add_dense_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each sparse .tflite against the .tflite of the same quantization made from the dense Keras
+    model it was pruned from (found by walking the Keras models' `source`): the baseline ratio
+    credits sparsity with what an earlier channel pruning bought."""
+    by_path = {r["path"]: r for r in rows}
+    for r in rows:
+        if r["format"] != "tflite" or not r.get("sparsity"):
+            continue
+        k, seen = r.get("source"), set()
+        while k and k not in seen and k in by_path:
+            seen.add(k)
+            if not by_path[k].get("sparsity"):  # the dense model
+                dense = next((d for d in rows if d["format"] == "tflite" and d.get("source") == k
+                              and d["quantization"] == r["quantization"]
+                              and not d.get("sparsity")), None)
+                if dense is not None and _host_p50(dense) and _host_p50(r):
+                    r["dense_model"] = dense["path"]
+                    r["speedup_vs_dense_model"] = _host_p50(dense) / _host_p50(r)
+                break
+            k = by_path[k].get("source")
+
+
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     """Plain statements of where compression did not pay off on the hardware."""
     out = []
@@ -95,6 +118,12 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
             elif r.get("sparsity") and sp < 1.1:
                 out.append(f"{r['path']}: unstructured sparsity shrinks the file (gzip) but gives "
                            f"no speed-up on this runtime ({sp:.2f}x).")
+        dense = r.get("speedup_vs_dense_model")
+        if dense is not None and dense < 1.1 and r["dense_model"] != base:
+            out.append(f"{r['path']}: unstructured sparsity gives no speed-up over the "
+                       f"{r['quantization']} .tflite of the dense model it was pruned from, "
+                       f"{r['dense_model']} ({dense:.2f}x on host); what it gains is file size "
+                       f"(gzip).")
         same = r.get("speedup_vs_fp32_same_model")
         if same is not None and same < 0.95 and r["fp32_same_model"] != base:
             out.append(f"{r['path']} ({r['quantization']}) is slower than the fp32 .tflite of the "
