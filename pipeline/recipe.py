@@ -180,7 +180,24 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
         errors = [_format_error(err, root, source) for err in errors]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RecipeError(errors[0] + more) from None
+    _check_order(recipe, root, source)
     return recipe
+
+
+#: stages that write .tflite files (what profile times)
+TFLITE_STAGES = ("export", "quantize")
+
+
+def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
+    """Stage order the stages' own settings cannot see: profile needs a .tflite before it."""
+    made = False
+    for i, st in enumerate(recipe.stages):
+        made = made or st.name in TFLITE_STAGES
+        if st.name == "profile" and not made:
+            raise RecipeError(_format_error(
+                {"loc": ("stages", i, "profile"), "type": "value_error",
+                 "msg": "no stage before it writes a .tflite to time; add an export or quantize "
+                        "stage before profile"}, root, source))
 
 
 def load(path: str | Path) -> Recipe:

@@ -86,11 +86,19 @@ def test_device_keys_under_a_tag_are_checked_before_any_timing(tmp_path, monkeyp
 
 
 def test_profile_without_a_tflite_in_the_run_fails_naming_the_fix(tmp_path):
-    """Was: an empty latency table committed, and latency gates that never fired."""
+    """Was: an empty latency table committed, and latency gates that never fired. Now the
+    recipe is refused before anything runs, and the stage itself still refuses."""
     from pipeline import engine
 
     text = HEAD.replace("  - train: {epochs: 1}\n  - export: {modes: [fp32]}\n", "")
-    r = recipe.parse(text + "  - profile: {max_latency_ms: 0.001}\n  - report\n")
+    text += "  - train: {epochs: 1}\n  - profile: {max_latency_ms: 0.001}\n  - report\n"
+    with pytest.raises(RecipeError) as e:
+        recipe.parse(text, "r.yaml")
+    line = text.splitlines().index("  - profile: {max_latency_ms: 0.001}") + 1
+    assert str(e.value) == (f"r.yaml:{line}: stages.1.profile: no stage before it writes a "
+                            ".tflite to time; add an export or quantize stage before profile")
+    r = recipe.parse(HEAD + "  - profile\n")
+    r.stages[:] = [st for st in r.stages if st.name == "profile"]  # past the recipe check
     with pytest.raises(UserError) as e:
         engine.run(r, tmp_path / "run")
     assert str(e.value) == ("profile: the run has no .tflite to time; add an export or quantize "
