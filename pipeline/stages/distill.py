@@ -71,6 +71,7 @@ def distill(teacher, student, dataset, cfg: DistillConfig, seed: int = 0,
     from pipeline.compress.distiller import Distiller
 
     models.check_input(teacher, dataset.input_shape)
+    models.check_output(teacher, dataset.num_classes)  # the student must match the teacher
     d = Distiller(teacher, student, temperature=cfg.temperature, alpha=cfg.alpha,
                   feature_pairs=cfg.feature_pairs, feature_weight=cfg.feature_weight)
     d.compile(optimizer=optimizer(cfg.optimizer, cfg.learning_rate))
