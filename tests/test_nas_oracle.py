@@ -1,8 +1,11 @@
 """nas search machinery with fake trials (no training): every oracle, the time limit, resume
-repairs, failures, and the chief/worker deadlines on loopback."""
+repairs, failures, the chief/worker deadlines and the workers' leases on loopback."""
 
 import json
+import logging
+import re
 import socket
+import threading
 import time
 
 import pytest
@@ -242,3 +245,142 @@ def test_a_dead_workers_trial_goes_back_to_the_queue(tmp_path):
     again = oracle.create_trial("tuner0")  # another worker takes it over
     assert again.trial_id == trial.trial_id and oracle.ran_by[trial.trial_id] == ["tuner1",
                                                                                   "tuner0"]
+
+
+# ----- leases: remote workers the chief cannot watch as processes ----------------------------
+@pytest.fixture
+def chief_of(tmp_path):
+    """chief_of(spec, lease) → a Chief on loopback with a fresh oracle; stopped afterwards."""
+    chiefs = []
+
+    def make(sp, lease):
+        oracle = sp.new_oracle()
+        S.oracle.open_project(oracle, tmp_path, "chief")
+        chiefs.append(D.Chief(oracle, "127.0.0.1:0", lease=lease))
+        return chiefs[-1]
+
+    yield make
+    for c in chiefs:
+        c.stop()
+
+
+def waiting(chief) -> tuple[threading.Thread, list]:
+    """chief.wait() for remote workers in a thread (its exception, if any, in the list)."""
+    raised = []
+
+    def run():
+        try:
+            chief.wait(remote_workers=True, poll=0.05)
+        except Exception as e:  # reported by the test
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+def client(sp, chief, name) -> D.RemoteOracle:
+    """A remote worker's connection, driven by hand (no heartbeat unless the test beats)."""
+    return D.RemoteOracle(sp.new_oracle(), chief.address, name, timeout=5)
+
+
+def warnings_of(caplog, text) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def test_a_silent_remote_workers_trial_goes_back_to_the_queue(chief_of, tmp_path, fake_trials,
+                                                              worker_env, caplog):
+    caplog.set_level(logging.INFO, logger="edgepipe")
+    sp = spec(max_trials=2)
+    chief = chief_of(sp, lease=1.0)
+    held = client(sp, chief, "ghost").create_trial("ghost")  # ... and never heard from again
+    thread, raised = waiting(chief)
+    t0 = time.monotonic()
+    ran = []  # without a lease the worker waits for trial 0 forever: bound it
+    worker = threading.Thread(target=lambda: ran.extend(S.run_worker(
+        sp, None, tmp_path / "w", chief.address, "tuner0", timeout=5, heartbeat=0.2)),
+        daemon=True)
+    worker.start()
+    worker.join(10)
+    thread.join(5)
+    assert not worker.is_alive(), "the search hung on the silent worker's trial"
+    assert not thread.is_alive() and not raised, raised  # the chief's wait ended
+    assert time.monotonic() - t0 < 6
+    assert ran == ["1", held.trial_id]  # the other worker waited for it, then ran it
+    oracle = chief.oracle
+    assert oracle.ran_by == {"0": ["ghost", "tuner0"], "1": ["tuner0"]}
+    assert sorted(oracle.end_order) == ["0", "1"]
+    assert all(t.status == "COMPLETED" for t in oracle.trials.values())
+    (line,) = warnings_of(caplog, "silent")
+    m = re.fullmatch(r"\[nas\] worker ghost silent for (\d+\.\d)s \(lease 1s\): trial 0 goes "
+                     r"back to the queue", line)
+    assert m and 1.0 <= float(m.group(1)) < 3.0, line
+
+
+def test_a_worker_that_heartbeats_through_a_long_trial_keeps_it(chief_of, tmp_path, monkeypatch,
+                                                                worker_env, caplog):
+    """... even while the chief's one server thread is busy for twice the lease."""
+    caplog.set_level(logging.INFO, logger="edgepipe")
+    sp = spec(max_trials=1)
+    chief = chief_of(sp, lease=1.0)
+    real = chief.oracle.get_best_trials
+
+    def thinking(num_trials=1):  # like a bayesian proposal taking seconds
+        time.sleep(2.0)
+        return real(num_trials)
+
+    chief.oracle.get_best_trials = thinking
+    busy = client(sp, chief, "busy")  # never holds a trial: no lease
+
+    def run_trial(self, trial, dataset):
+        if getattr(self, "ran", False):  # handed back and taken again: fail, do not loop
+            raise D.ChiefUnreachable("the trial was taken away and ran again")  # ends the test
+        self.ran = True
+        threading.Thread(target=busy.get_best_trials, daemon=True).start()
+        time.sleep(3.0)  # three leases
+        return fake_metrics(trial.hyperparameters.values)
+
+    monkeypatch.setattr(EdgeTuner, "run_trial", run_trial)
+    thread, raised = waiting(chief)
+    ran = S.run_worker(sp, None, tmp_path / "w", chief.address, "tuner0", timeout=5,
+                       heartbeat=0.2)
+    thread.join(10)
+    assert not thread.is_alive() and not raised, raised
+    assert ran == ["0"] and chief.oracle.ran_by == {"0": ["tuner0"]}
+    assert chief.oracle.trials["0"].status == "COMPLETED" and chief.oracle.end_order == ["0"]
+    assert warnings_of(caplog, "silent") == [] and warnings_of(caplog, "ignored") == []
+
+
+def test_a_late_result_from_a_worker_whose_trial_was_handed_back_is_ignored(chief_of, caplog):
+    caplog.set_level(logging.INFO, logger="edgepipe")
+    sp = spec(max_trials=1)
+    chief = chief_of(sp, lease=0.3)
+    oracle = chief.oracle
+    slow, other = client(sp, chief, "slow"), client(sp, chief, "other")
+    trial = slow.create_trial("slow")
+    tid = trial.trial_id
+    time.sleep(0.5)
+    (what,) = chief.expire_silent().values()
+    assert re.fullmatch(r"went silent \(0\.\ds without a heartbeat\)", what), what
+    assert other.create_trial("other").trial_id == tid  # handed to another worker
+
+    # the slow one comes back with its result: ignored, the chief goes on
+    trial.status = "COMPLETED"
+    slow.update_trial(tid, {"score": 0.1, "val_accuracy": 0.1})
+    slow.end_trial(trial)
+    assert oracle.end_order == [] and oracle.ongoing_trials["other"].trial_id == tid
+    assert not oracle.trials[tid].metrics.exists("score")
+    assert warnings_of(caplog, "ignored") == [
+        f"[nas] ignored a late {call} for trial {tid} from slow: it was handed back to the "
+        f"queue (worker dead or silent) and it runs on other now"
+        for call in ("update_trial", "end_trial")]
+
+    metrics = fake_metrics(trial.hyperparameters.values)
+    other.update_trial(tid, metrics)
+    other.end_trial(trial)
+    slow.end_trial(trial)  # later still: ignored too
+    assert oracle.end_order == [tid] and oracle.trials[tid].status == "COMPLETED"
+    assert oracle.trials[tid].metrics.get_last_value("score") == metrics["score"]
+    assert oracle.ran_by == {tid: ["slow", "other"]} and not oracle.ongoing_trials
+    assert warnings_of(caplog, "ignored")[-1].endswith("and it is COMPLETED now")
+    assert other.create_trial("other").status == "STOPPED"

@@ -66,7 +66,9 @@ def pick_stage(recipe, which: str | None) -> int:
 @click.option("--stage", "which", metavar="STAGE", help="the nas stage (name, folder or index) "
               "when the recipe has several")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-              help="seconds the chief may stay unreachable before a worker gives up")
+              help="worker: seconds the chief may stay unreachable before the worker gives "
+                   "up; chief: a worker silent for this + 3 heartbeats (30 s) loses its trial "
+                   "to the others")
 @click.option("--threads", type=click.IntRange(1), help="worker: TensorFlow threads")
 def nas(recipe_file: str, role: str | None, address: str | None, workers: int,
         tuner_id: str | None, out: str | None, which: str | None, timeout: float,

@@ -42,7 +42,7 @@ class Distribution:
 
     workers: int = 0  # worker processes the chief starts on this host
     bind: str | None = None  # chief address for workers on other hosts ("HOST:PORT")
-    timeout: float = 60.0  # workers: deadline of each call to the chief
+    timeout: float = 60.0  # workers: deadline of each call to the chief; chief: part of the lease
 
 
 _DIST = Distribution()
@@ -177,9 +177,12 @@ class Nas(Stage):
         t0 = time.time()
         dist = _DIST
         if dist.workers or dist.bind:
+            from pipeline.compress.search.distribute import lease_for
+
             oracle = S.run_chief(spec, project, dist.bind or "127.0.0.1:0",
                                  _local_workers(ctx, project, dist.workers, dist.timeout),
-                                 remote_workers=dist.bind is not None)
+                                 remote_workers=dist.bind is not None,
+                                 lease=lease_for(timeout=dist.timeout))
         else:
             oracle = S.run_local(spec, ds, project)
         seconds = time.time() - t0

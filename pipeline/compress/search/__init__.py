@@ -83,16 +83,17 @@ def budget_spent(oracle) -> bool:
 
 def run_chief(spec: SearchSpec, project: Path, bind: str,
               local_workers: Callable[[str], Sequence[Any]] = lambda address: (),
-              remote_workers: bool = False):
+              remote_workers: bool = False, lease: float | None = None):
     """Serve the oracle at `bind`; `local_workers(address)` starts LocalWorkers on this host.
-    Returns the oracle once the search is over."""
-    from pipeline.compress.search.distribute import Chief
+    A worker silent for `lease` seconds (default `distribute.lease_for()`) loses its trial to
+    the others. Returns the oracle once the search is over."""
+    from pipeline.compress.search.distribute import Chief, lease_for
 
     oracle = open_oracle(spec, project)
     if budget_spent(oracle):
         log.info("[nas] the search's %d trials are done; no workers needed", oracle.max_trials)
         return oracle
-    chief = Chief(oracle, bind)
+    chief = Chief(oracle, bind, lease=lease if lease is not None else lease_for())
     try:
         if remote_workers:
             log.info("[nas] chief serving the search at %s:%d (workers: edgepipe nas RECIPE "
@@ -105,8 +106,10 @@ def run_chief(spec: SearchSpec, project: Path, bind: str,
 
 
 def run_worker(spec: SearchSpec, dataset, project: Path, address: str, tuner_id: str,
-               timeout: float = 60.0) -> list[str]:
-    """Run trials for the chief at `address` until it says stop. Returns the trial ids run."""
+               timeout: float = 60.0, heartbeat: float | None = None) -> list[str]:
+    """Run trials for the chief at `address` until it says stop, telling it every `heartbeat`
+    seconds (default `distribute.HEARTBEAT_S`) that this worker lives. Returns the trial ids
+    run."""
     from pipeline.compress.search import distribute as D
 
     os.environ.update(D.worker_env(address, tuner_id))  # keras-tuner's worker switch
@@ -115,7 +118,8 @@ def run_worker(spec: SearchSpec, dataset, project: Path, address: str, tuner_id:
                       remote=D.remote(address, tuner_id, timeout))
     D.check_same_search(tuner.oracle, space_lib.KEY, spec.key)
     log.info("[nas %s] connected to the chief at %s", tuner_id, address)
-    tuner.search(dataset)
+    with D.Heartbeat(tuner.oracle.stub, tuner_id, heartbeat or D.HEARTBEAT_S):
+        tuner.search(dataset)
     return tuner.trials_run
 
 

@@ -8,6 +8,21 @@ one clear error instead of waiting an hour as keras-tuner's client does, while a
 merely busy thinking is waited for; the chief watches the worker processes it started and
 hands a dead one's trial to the others (failing clearly only if work is left undone); a remote
 worker restarted with the same --id takes its unfinished trial back; port 0 picks a free port.
+
+Leases (workers on other machines, whose process the chief cannot watch). Every call of a
+worker names it in gRPC metadata (`edgepipe-tuner-bin`), and during a search a daemon thread
+sends a tiny GetSpace every `heartbeat` seconds without waiting for the answer. The chief notes
+when each worker was last heard in a server interceptor, which runs as a call *arrives*, before
+it queues for the one server thread: a chief busy thinking (bayesian) still hears everyone. A
+worker silent longer than the lease (default 3 x heartbeat + timeout) has its trial handed back
+to the queue (`oracle.expire` → `oracle.requeue`) with one warning line, and the chief stops
+waiting for it. Workers asking for a trial while others still run one wait (IDLE) instead of
+being told to stop, so a handed-back trial finds a worker (see oracle.py).
+A worker that was only slow or cut off and comes back: its late update/end for a trial it no
+longer holds is ignored with a log line (it may have run again elsewhere; accepting it would
+count the trial twice) and the worker just asks for its next trial; at worst a trial runs twice,
+its first result dropped. Workers that never name themselves (a plain keras-tuner client) get
+no lease: keras-tuner's behaviour.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -24,12 +40,21 @@ import grpc
 from keras_tuner.src import errors as kt_errors
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief, oracle_client
+from keras_tuner.src.engine import trial as kt_trial
 
 from pipeline.errors import UserError
 
 log = logging.getLogger("edgepipe")
 
 ENV_ID, ENV_IP, ENV_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
+TUNER_KEY = "edgepipe-tuner-bin"  # gRPC metadata naming the calling worker (-bin: any bytes)
+HEARTBEAT_S = 10.0  # a worker proves it is alive this often during a search
+
+
+def lease_for(heartbeat: float = HEARTBEAT_S, timeout: float = 60.0) -> float:
+    """Seconds a worker may stay silent before the chief hands its trial to another: three
+    missed heartbeats plus the time a worker allows itself to reach the chief."""
+    return 3 * heartbeat + timeout
 
 
 class ChiefUnreachable(UserError, kt_errors.FatalError):
@@ -59,11 +84,19 @@ class _Stub:
     breaks during a call fails at once.
     """
 
-    def __init__(self, address: str, timeout: float, call_timeout: float | None = None):
+    def __init__(self, address: str, timeout: float, call_timeout: float | None = None,
+                 tuner_id: str | None = None):
         self.address, self.timeout, self.answered = address, timeout, False
         self.call_timeout = call_timeout or max(600.0, 10 * timeout)
+        self.metadata = ((TUNER_KEY, tuner_id.encode()),) if tuner_id else ()
         self._channel = grpc.insecure_channel(address)
         self._stub = protos.get_service_grpc().OracleStub(self._channel)
+
+    def beat(self) -> grpc.Future:
+        """One heartbeat, not waited for: the chief counts it when it arrives."""
+        return self._stub.GetSpace.future(protos.get_service().GetSpaceRequest(),
+                                          timeout=self.timeout, wait_for_ready=True,
+                                          metadata=self.metadata)
 
     def __getattr__(self, name: str) -> Callable:
         method = getattr(self._stub, name)
@@ -73,7 +106,8 @@ class _Stub:
                 grpc.channel_ready_future(self._channel).result(timeout=self.timeout)
             except grpc.FutureTimeoutError:
                 raise self._unreachable(name) from None
-            kwargs.update(timeout=self.call_timeout, wait_for_ready=False)
+            kwargs.update(timeout=self.call_timeout, wait_for_ready=False,
+                          metadata=self.metadata)
             try:
                 response = method(request, **kwargs)
             except grpc.RpcError as e:
@@ -111,7 +145,7 @@ class RemoteOracle(oracle_client.OracleClient):
 
     def __init__(self, oracle, address: str, tuner_id: str, timeout: float):
         self._oracle = oracle
-        self.stub = _Stub(address, timeout)
+        self.stub = _Stub(address, timeout, tuner_id=tuner_id)
         self.tuner_id = tuner_id
         self.multi_worker = False
         self.should_report = True
@@ -120,6 +154,53 @@ class RemoteOracle(oracle_client.OracleClient):
 def remote(address: str, tuner_id: str, timeout: float) -> Callable:
     """For EdgeTuner(remote=...): wraps the tuner's local oracle into a RemoteOracle."""
     return lambda oracle: RemoteOracle(oracle, address, tuner_id, timeout)
+
+
+class Heartbeat:
+    """While open, a daemon thread tells the chief every `every` seconds that this worker lives
+    (`_Stub.beat`). It never waits for the chief and never raises: the worker's own calls report
+    a lost chief (ChiefUnreachable); a failing beat is logged once per run of failures."""
+
+    def __init__(self, stub: _Stub, tuner_id: str, every: float = HEARTBEAT_S):
+        self.stub, self.tuner_id, self.every = stub, tuner_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{tuner_id}",
+                                        daemon=True)
+        self._pending: list[grpc.Future] = []
+        self._failing = False
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for f in self._pending:
+            f.cancel()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._pending = [f for f in self._pending if not self._done(f)]
+            self._pending.append(self.stub.beat())
+
+    def _done(self, f: grpc.Future) -> bool:
+        if not f.done():
+            return False
+        if f.cancelled():
+            return True
+        e = f.exception()
+        if e is None:
+            if self._failing:
+                log.info("[nas %s] heartbeats reach the chief again", self.tuner_id)
+            self._failing = False
+        elif not self._failing and e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            # DEADLINE_EXCEEDED: a busy chief answers late, but it heard the beat arrive
+            self._failing = True
+            log.warning("[nas %s] heartbeat to the chief at %s failed (%s); the trial goes on, "
+                        "but the chief hands it to another worker if this lasts", self.tuner_id,
+                        self.stub.address, e.code().name)
+        return True
 
 
 def check_same_search(remote_oracle, key_name: str, key: str) -> None:
@@ -132,15 +213,62 @@ def check_same_search(remote_oracle, key_name: str, key: str) -> None:
                         f"library versions as the chief")
 
 
-class Chief:
-    """Serves `oracle` over gRPC at `bind` ("HOST:PORT"; port 0 picks a free one)."""
+def _caller(metadata) -> str | None:
+    """The worker named in a call's metadata (see TUNER_KEY), or None."""
+    for key, value in metadata or ():
+        if key == TUNER_KEY:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return None
 
-    def __init__(self, oracle, bind: str):
+
+class _Heard(grpc.ServerInterceptor):
+    """When each worker was last heard from. Runs as a call arrives, on gRPC's polling thread
+    (not the one busy server thread), so a chief that is thinking still hears heartbeats."""
+
+    def __init__(self):
+        self.last: dict[str, float] = {}
+
+    def intercept_service(self, continuation, details):
+        who = _caller(details.invocation_metadata)
+        if who is not None:
+            self.last[who] = time.monotonic()
+        return continuation(details)
+
+    def silence(self, tuner_id: str) -> float | None:
+        """Seconds since `tuner_id` was heard, None if it never named itself."""
+        t = self.last.get(tuner_id)
+        return None if t is None else time.monotonic() - t
+
+
+class _Servicer(oracle_chief.OracleServicer):
+    """keras-tuner's servicer, telling the oracle who reports a result (a late report from a
+    worker whose trial was handed back is ignored, see `EdgeOracleMixin.holds`)."""
+
+    def UpdateTrial(self, request, context):
+        trial = self.oracle.update_trial(request.trial_id, request.metrics, step=request.step,
+                                         tuner_id=_caller(context.invocation_metadata()))
+        if trial is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no trial {request.trial_id!r}")
+        return protos.get_service().UpdateTrialResponse(trial=trial.to_proto())
+
+    def EndTrial(self, request, context):
+        trial = kt_trial.Trial.from_proto(request.trial)
+        self.oracle.end_trial(trial, tuner_id=_caller(context.invocation_metadata()))
+        return protos.get_service().EndTrialResponse()
+
+
+class Chief:
+    """Serves `oracle` over gRPC at `bind` ("HOST:PORT"; port 0 picks a free one). A worker
+    silent for `lease` seconds is presumed gone (None: never)."""
+
+    def __init__(self, oracle, bind: str, lease: float | None = lease_for()):
         host, port = parse_address(bind)
-        self.oracle = oracle
-        self.servicer = oracle_chief.OracleServicer(oracle)
+        self.oracle, self.lease = oracle, lease
+        self.heard = _Heard()
+        self.servicer = _Servicer(oracle)
         # no SO_REUSEPORT: a second chief on a busy port must fail, not share it silently
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
+                                  interceptors=[self.heard],
                                   options=[("grpc.so_reuseport", 0)])
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
         try:
@@ -162,13 +290,27 @@ class Chief:
         """Every tuner that asked was told to stop, and no trial is running."""
         return self.servicer.stop_triggered and oracle_chief.exit_chief(self.oracle)
 
+    def expire_silent(self) -> dict[str, str]:
+        """Hand back the trials of workers silent longer than the lease; {tuner id: what}."""
+        out = {}
+        if self.lease is None:
+            return out
+        for tuner_id, tid, seconds in self.oracle.expire(self.heard.silence, self.lease):
+            out[tuner_id] = f"went silent ({seconds:.1f}s without a heartbeat)"
+            log.warning("[nas] worker %s silent for %.1fs (lease %gs): %s", tuner_id, seconds,
+                        self.lease, f"trial {tid} goes back to the queue" if tid else
+                        "it held no trial; the chief stops waiting for it")
+        return out
+
     def wait(self, workers: Sequence["LocalWorker"] = (), remote_workers: bool = False,
              poll: float = 0.25, notice_every: float = 60.0) -> None:
         """Until the search is over: all local workers exited (and, with remote workers, every
-        worker was told to stop). A local worker that dies hands its trial back to the oracle,
-        so the others run it; if none is left to run it, this raises."""
+        worker was told to stop). A local worker that dies, or any worker silent longer than the
+        lease, hands its trial back to the oracle, so the others run it; if none is left to run
+        it, this raises."""
         last_notice = time.time()
         dead: dict[str, str] = {}  # tuner id → how it ended
+        silent: dict[str, str] = {}
         try:
             while True:
                 for w in workers:
@@ -178,6 +320,7 @@ class Chief:
                         log.warning("[nas] worker %s %s; %s (log: %s)", w.tuner_id,
                                     dead[w.tuner_id], f"trial {tid} goes back to the queue"
                                     if tid else "it held no trial", w.log_path)
+                silent.update(self.expire_silent())
                 local_done = all(w.returncode is not None for w in workers)
                 if local_done and (not remote_workers or self.finished()):
                     break
@@ -191,11 +334,13 @@ class Chief:
                 w.stop()
         left = list(self.oracle._retry_queue) + [t.trial_id for t in
                                                  self.oracle.ongoing_trials.values()]
-        if dead and (left or not self.servicer.stop_triggered):
-            who = "; ".join(f"{k} {v}" for k, v in dead.items())
+        gone = {**silent, **dead}
+        if gone and (left or not self.servicer.stop_triggered):
+            who = "; ".join(f"{k} {v}" for k, v in gone.items())
             what = (f"trials {', '.join(sorted(left))} did not finish" if left else
                     f"{len(self.oracle.trials)} of {self.oracle.max_trials} trials were started")
-            raise UserError(f"nas workers died before the search ended ({who}); {what}: run "
+            how = "died or went silent" if silent else "died"
+            raise UserError(f"nas workers {how} before the search ended ({who}); {what}: run "
                             f"again to finish the search (finished trials are kept)")
 
     def stop(self) -> None:

@@ -6,6 +6,10 @@ serving workers over gRPC must not die inside a request), the tuner that ran eac
 reload that repairs what a kill can leave between keras-tuner's two writes (a trial file saying
 COMPLETED while oracle.json still lists it as running, and the reverse), so no finished trial
 runs again and no started one is lost. State files are written atomically (see `_atomic_json`).
+For distributed searches (distribute.py): `requeue` / `expire` hand a dead or silent worker's
+trial back; a result reported by a worker that no longer holds its trial is ignored (`holds`);
+and a worker asking for a trial when the budget is spent but others still run theirs is told to
+wait (IDLE), not to stop, so a trial handed back later still finds a worker.
 """
 
 from __future__ import annotations
@@ -78,6 +82,11 @@ class EdgeOracleMixin:
     @kt.synchronized
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
+        if (trial.status == TrialStatus.STOPPED and not self.failure
+                and any(k != tuner_id for k in self.ongoing_trials)):
+            # not the end yet: a running trial may come back to the queue (its worker dies)
+            self.tuner_ids.add(tuner_id)  # keras-tuner removed it when it said stop
+            trial.status = TrialStatus.IDLE
         if trial.status == TrialStatus.RUNNING and trial.trial_id not in self._started:
             self.ran_by.setdefault(trial.trial_id, []).append(tuner_id)
             self._started[trial.trial_id] = time.time()
@@ -88,8 +97,33 @@ class EdgeOracleMixin:
                      describe(trial.hyperparameters.values, self.num_stages))
         return trial
 
+    def holds(self, tuner_id: str | None, trial_id: str, call: str) -> bool:
+        """Whether a report on `trial_id` from `tuner_id` (None: unknown caller) counts: the
+        trial is running and, when the caller is known, on that caller. Otherwise logs why the
+        report is ignored (the trial was handed back: see distribute.py)."""
+        holder = next((k for k, t in self.ongoing_trials.items() if t.trial_id == trial_id),
+                      None)
+        if holder is not None and (tuner_id is None or holder == tuner_id):
+            return True
+        t = self.trials.get(trial_id)
+        now = (f"it runs on {holder}" if holder else "it is unknown" if t is None
+               else "it waits to run again" if trial_id in self._retry_queue
+               else f"it is {t.status}")
+        log.warning("[nas] ignored a late %s for trial %s from %s: it was handed back to the "
+                    "queue (worker dead or silent) and %s now", call, trial_id,
+                    tuner_id or "a worker", now)
+        return False
+
     @kt.synchronized
-    def end_trial(self, trial):
+    def update_trial(self, trial_id, metrics, step=0, tuner_id=None):
+        if not self.holds(tuner_id, trial_id, "update_trial"):
+            return self.trials.get(trial_id)
+        return super().update_trial(trial_id, metrics, step=step)
+
+    @kt.synchronized
+    def end_trial(self, trial, tuner_id=None):
+        if not self.holds(tuner_id, trial.trial_id, "end_trial"):
+            return
         super().end_trial(trial)
         t = self.trials[trial.trial_id]
         seconds = time.time() - self._started.pop(trial.trial_id, time.time())
@@ -118,6 +152,18 @@ class EdgeOracleMixin:
         self._retry_queue.append(trial.trial_id)
         self.save()
         return trial.trial_id
+
+    @kt.synchronized
+    def expire(self, silence, lease: float) -> list[tuple[str, str | None, float]]:
+        """Requeue the trial of every worker whose `silence(tuner_id)` (seconds, None: never
+        named itself) exceeds `lease`, and stop waiting for it. Returns (tuner id, trial id or
+        None, silence) for each."""
+        out = []
+        for tuner_id in sorted(self.tuner_ids | set(self.ongoing_trials)):
+            seconds = silence(tuner_id)
+            if seconds is not None and seconds > lease:
+                out.append((tuner_id, self.requeue(tuner_id), seconds))
+        return out
 
     # ----- state ------------------------------------------------------------------------------
     def get_state(self):
