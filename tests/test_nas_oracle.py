@@ -384,3 +384,31 @@ def test_a_late_result_from_a_worker_whose_trial_was_handed_back_is_ignored(chie
     assert oracle.ran_by == {tid: ["slow", "other"]} and not oracle.ongoing_trials
     assert warnings_of(caplog, "ignored")[-1].endswith("and it is COMPLETED now")
     assert other.create_trial("other").status == "STOPPED"
+
+
+def test_an_oracle_error_in_a_request_does_not_leave_the_chief_locked(chief_of, monkeypatch):
+    """keras-tuner's `synchronized` has no try/finally: without our release, the chief's wait
+    loop (expire) and every later request would block for ever after one failed request."""
+    sp = spec(max_trials=2)
+    chief = chief_of(sp, lease=60.0)
+    oracle = chief.oracle
+    real = type(oracle).populate_space
+    calls = []
+
+    def flaky(self, trial_id):
+        calls.append(trial_id)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real(self, trial_id)
+
+    monkeypatch.setattr(type(oracle), "populate_space", flaky)
+    worker = client(sp, chief, "w0")
+    with pytest.raises(D.ChiefUnreachable, match="failed on CreateTrial"):
+        worker.create_trial("w0")
+    done = []
+    thread = threading.Thread(target=lambda: done.append(oracle.expire(lambda t: None, 1.0)),
+                              daemon=True)
+    thread.start()
+    thread.join(5)
+    assert done == [[]], "the oracle's lock was left held by the failed request"
+    assert worker.create_trial("w0").status == "RUNNING"  # later requests are served

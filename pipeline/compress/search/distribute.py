@@ -257,6 +257,25 @@ class _Servicer(oracle_chief.OracleServicer):
         return protos.get_service().EndTrialResponse()
 
 
+def _unlocking(oracle, method: Callable) -> Callable:
+    """A servicer method that frees the oracle's lock if the oracle raised while holding it:
+    keras-tuner's `synchronized` releases without try/finally, so one failed request (a bayesian
+    proposal that errs, a full disk on save) would leave every later call, and the chief's own
+    wait loop, blocked for ever."""
+    from keras_tuner.src.engine import oracle as kt_oracle
+
+    def call(request, context):
+        try:
+            return method(request, context)
+        except BaseException:
+            if kt_oracle.THREADS[oracle] == threading.current_thread().name:
+                kt_oracle.THREADS[oracle] = None
+                kt_oracle.LOCKS[oracle].release()
+            raise
+
+    return call
+
+
 class Chief:
     """Serves `oracle` over gRPC at `bind` ("HOST:PORT"; port 0 picks a free one). A worker
     silent for `lease` seconds is presumed gone (None: never)."""
@@ -266,6 +285,9 @@ class Chief:
         self.oracle, self.lease = oracle, lease
         self.heard = _Heard()
         self.servicer = _Servicer(oracle)
+        for name in ("GetSpace", "UpdateSpace", "CreateTrial", "UpdateTrial", "EndTrial",
+                     "GetTrial", "GetBestTrials"):
+            setattr(self.servicer, name, _unlocking(oracle, getattr(self.servicer, name)))
         # no SO_REUSEPORT: a second chief on a busy port must fail, not share it silently
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
                                   interceptors=[self.heard],
