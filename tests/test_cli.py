@@ -126,6 +126,10 @@ def test_ad_hoc_export_then_profile(cli, tmp_path):
     _one_line_error(cli("golden", "m_int8.tflite", "--data", "none.npz"),
                     "dataset file not found: none.npz")
     assert _files(tmp_path) == before
+    _one_line_error(cli("golden", "m_int8.tflite", "--out", "no/such/g.npz"),
+                    "cannot write no/such/g.npz: No such file or directory; give --out in a "
+                    "folder that exists and is writable")
+    assert _files(tmp_path) == before
     r = cli("golden", "m_int8.tflite", "--samples", "5", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"model": "m_int8.tflite", "golden": "m_int8_golden.npz",

@@ -35,7 +35,13 @@ def golden(model_path, data, samples, out, seed, as_json) -> None:
     ds = dataset_for_model(data, shapes, seed=seed)
     x = ds.x_test[:samples]
     target = Path(out) if out else path.with_name(path.stem + "_golden.npz")
-    host_golden(path, x, target)  # written atomically: nothing half-written on failure
+    try:
+        host_golden(path, x, target)  # written atomically: nothing half-written on failure
+    except OSError as e:
+        from pipeline.errors import UserError
+
+        raise UserError(f"cannot write {target}: {e.strerror or e}; give --out in a folder "
+                        f"that exists and is writable") from None
     if as_json:
         click.echo(json.dumps({"model": str(path), "golden": str(target), "samples": len(x)}))
     else:
