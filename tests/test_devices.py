@@ -245,18 +245,33 @@ def test_time_limit_is_enforced_on_the_board_too(fake_ssh, tmp_path, monkeypatch
 
 
 def test_board_timeout_firing_first_gives_the_same_message(fake_ssh, tmp_path, monkeypatch):
+    from pipeline.devices import transport
+
     ssh = _fake(fake_ssh, tmp_path, monkeypatch)
-    with pytest.raises(DeviceError) as e:  # 124: `timeout` stopped the command with SIGTERM
+    # A command that exits 124 or 137 itself, well within its limit, is an ordinary failure
+    # (137 is also the OOM killer's SIGKILL).
+    for code in (124, 137):
+        with pytest.raises(RemoteCommandError, match=rf'"x" failed with exit code {code}$'):
+            ssh.run_sh(f"exit {code}", what='"x"', timeout=5)
+
+    class Clock:  # readings in order; the last one repeats: the command "took" 100 s
+        def __init__(self, *readings):
+            self.readings = list(readings)
+
+        def monotonic(self):
+            return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+    monkeypatch.setattr(transport, "time", Clock(0.0, 100.0))
+    with pytest.raises(DeviceError) as e:  # 124 once the time was up: the board's `timeout`
         ssh.run_sh("exit 124", what='"edge-runner bench"', timeout=5, check=False)
     assert type(e.value) is DeviceError
     assert str(e.value) == ('Device "b" (board): "edge-runner bench" did not finish within 5s '
                             "(the per-command timeout)")
+    monkeypatch.setattr(transport, "time", Clock(0.0, 0.0, 0.0, 100.0))  # Deadline, bound, t0
     ssh.deadline = Deadline(60)
     with pytest.raises(DeviceError, match=r'^Device "b" \(board\): job deadline of 60s exceeded during "x"$'):
-        ssh.run_sh("exit 124", what='"x"')
-    # 137 long before the limit is the OOM killer's SIGKILL, not a timeout.
-    with pytest.raises(RemoteCommandError, match=r'"x" failed with exit code 137$'):
         ssh.run_sh("exit 137", what='"x"')
+    monkeypatch.setattr(transport, "time", time)
     free = SSH(ssh.device, ssh_bin=fake_ssh, command_timeout=None)  # no limit: 124 is just a code
     with pytest.raises(RemoteCommandError, match=r'"x" failed with exit code 124$'):
         free.run_sh("exit 124", what='"x"')

@@ -171,9 +171,10 @@ class SSH:
         except FileNotFoundError:
             raise DeviceError(f"OpenSSH client not found: {self.ssh_bin!r}; install openssh-client") from None
         res = Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
-        # The board's `timeout` fired first (124: stopped by SIGTERM; 137: SIGKILL, which is also
-        # what the OOM killer does, so only when the time was up here too).
-        if limit is not None and (p.returncode == 124 or (p.returncode == 137 and res.seconds >= limit)):
+        # The board's `timeout` fired first (124: stopped by SIGTERM; 137: SIGKILL). Only when
+        # the time was up here too: a command may exit 124 itself, and 137 is also what the OOM
+        # killer gives. (This machine's clock stopping, e.g. a suspended laptop, is the case.)
+        if limit is not None and p.returncode in (124, 137) and res.seconds >= limit:
             raise self._timed_out(what, limit, by_deadline)
         if p.returncode == 255:
             failure = self._ssh_failure(res.err, what)
