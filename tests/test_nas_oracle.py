@@ -294,18 +294,20 @@ def test_a_silent_remote_workers_trial_goes_back_to_the_queue(chief_of, tmp_path
     sp = spec(max_trials=2)
     chief = chief_of(sp, lease=1.0)
     held = client(sp, chief, "ghost").create_trial("ghost")  # ... and never heard from again
-    thread, raised = waiting(chief)
     t0 = time.monotonic()
     ran = []  # without a lease the worker waits for trial 0 forever: bound it
     worker = threading.Thread(target=lambda: ran.extend(S.run_worker(
         sp, None, tmp_path / "w", chief.address, "tuner0", timeout=5, heartbeat=0.2)),
         daemon=True)
     worker.start()
+    while "tuner0" not in chief.oracle.ran_by.get("1", []) and time.monotonic() - t0 < 10:
+        time.sleep(0.02)  # the chief starts expiring only once tuner0 holds trial 1, so the
+    thread, raised = waiting(chief)  # order below holds however slow tuner0's start-up was
     worker.join(10)
     thread.join(5)
     assert not worker.is_alive(), "the search hung on the silent worker's trial"
     assert not thread.is_alive() and not raised, raised  # the chief's wait ended
-    assert time.monotonic() - t0 < 6
+    assert time.monotonic() - t0 < 12
     assert ran == ["1", held.trial_id]  # the other worker waited for it, then ran it
     oracle = chief.oracle
     assert oracle.ran_by == {"0": ["ghost", "tuner0"], "1": ["tuner0"]}
@@ -314,7 +316,7 @@ def test_a_silent_remote_workers_trial_goes_back_to_the_queue(chief_of, tmp_path
     (line,) = warnings_of(caplog, "silent")
     m = re.fullmatch(r"\[nas\] worker ghost silent for (\d+\.\d)s \(lease 1s\): trial 0 goes "
                      r"back to the queue", line)
-    assert m and 1.0 <= float(m.group(1)) < 3.0, line
+    assert m and float(m.group(1)) >= 1.0, line
 
 
 def test_a_worker_that_heartbeats_through_a_long_trial_keeps_it(chief_of, tmp_path, monkeypatch,
@@ -361,7 +363,8 @@ def test_a_late_result_from_a_worker_whose_trial_was_handed_back_is_ignored(chie
     tid = trial.trial_id
     time.sleep(0.5)
     (what,) = chief.expire_silent().values()
-    assert re.fullmatch(r"went silent \(0\.\ds without a heartbeat\)", what), what
+    m = re.fullmatch(r"went silent \((\d+\.\d)s without a heartbeat\)", what)
+    assert m and float(m.group(1)) >= 0.3, what
     assert other.create_trial("other").trial_id == tid  # handed to another worker
 
     # the slow one comes back with its result: ignored, the chief goes on
@@ -412,3 +415,16 @@ def test_an_oracle_error_in_a_request_does_not_leave_the_chief_locked(chief_of, 
     thread.join(5)
     assert done == [[]], "the oracle's lock was left held by the failed request"
     assert worker.create_trial("w0").status == "RUNNING"  # later requests are served
+
+
+def test_heartbeats_to_an_unreachable_chief_are_reported_once(caplog):
+    caplog.set_level(logging.INFO, logger="edgepipe")
+    address = f"127.0.0.1:{_free_port()}"  # nobody listens
+    with D.Heartbeat(D._Stub(address, timeout=5, tuner_id="w"), "w", every=0.05):
+        t0 = time.monotonic()
+        while not warnings_of(caplog, "heartbeat") and time.monotonic() - t0 < 4:
+            time.sleep(0.05)
+        time.sleep(0.3)  # more failing beats: still one line
+    assert warnings_of(caplog, "heartbeat") == [
+        f"[nas w] heartbeat to the chief at {address} failed (UNAVAILABLE); the trial goes on, "
+        "but the chief hands it to another worker if this lasts"]

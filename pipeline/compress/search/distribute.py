@@ -93,9 +93,11 @@ class _Stub:
         self._stub = protos.get_service_grpc().OracleStub(self._channel)
 
     def beat(self) -> grpc.Future:
-        """One heartbeat, not waited for: the chief counts it when it arrives."""
+        """One heartbeat, not waited for: the chief counts it when it arrives. Not queued
+        while the channel is down (wait_for_ready=False): an unreachable chief fails the beat
+        at once with UNAVAILABLE, so the worker can say so; a busy one answers late."""
         return self._stub.GetSpace.future(protos.get_service().GetSpaceRequest(),
-                                          timeout=self.timeout, wait_for_ready=True,
+                                          timeout=self.timeout, wait_for_ready=False,
                                           metadata=self.metadata)
 
     def __getattr__(self, name: str) -> Callable:
