@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("edgepipe")
 
+#: the `source` of what was made from the recipe's `model:` itself (no Keras model in the run yet)
+RECIPE_MODEL = "recipe:model"
+
 
 @dataclass
 class StageContext:
@@ -26,7 +29,7 @@ class StageContext:
     recipe: "Recipe"
     previous: list[StageRecord] = field(default_factory=list)
     _dataset: Any = None
-    _loaded_from: str | None = None  # run path of the Keras model load_model() returned
+    _loaded_from: str | None = None  # see model_source
 
     # ----- inputs -----------------------------------------------------------------------------
     @property
@@ -67,9 +70,16 @@ class StageContext:
         else:
             model = models.from_spec(self.recipe.model, input_shape=ds.input_shape,
                                      num_classes=ds.num_classes, seed=self.seed)
+            self._loaded_from = RECIPE_MODEL
         models.check_input(model, ds.input_shape)
         models.check_output(model, ds.num_classes)
         return model
+
+    @property
+    def model_source(self) -> str | None:
+        """Where the model load_model() returned came from: an artifact's run path, or
+        RECIPE_MODEL (the recipe's `model:`); None before load_model()."""
+        return self._loaded_from
 
     def latest_keras_metrics(self) -> dict[str, Any]:
         art = self.latest_keras()
@@ -91,8 +101,8 @@ class StageContext:
         m = models.describe(model, self.out_dir / fname)
         ds = self.dataset()
         m["accuracy"] = models.accuracy(model, ds.x_test, ds.y_test)
-        if self._loaded_from:
-            m["source"] = self._loaded_from
+        if self.model_source:
+            m["source"] = self.model_source
         m.update(metrics or {})
         return Artifact(name=name, path=self.rel(fname), format="keras",
                         quantization="fp32", metrics=m)

@@ -1,6 +1,8 @@
 """The report's tables and plain statements, from hand-made rows (no TensorFlow, no run)."""
 
 import json
+
+import pytest
 from pathlib import Path
 
 from pipeline.report import build, render
@@ -146,6 +148,15 @@ def test_an_export_without_a_recorded_source_pairs_within_its_stage():
     assert "fp32_same_model" not in rows[2]
 
 
+def test_files_made_from_the_recipes_own_model_pair_across_stages():
+    # model: {path: m.keras} then export fp32 and quantize int8: no Keras model in the run
+    records = [_record(0, "01_export", _tfl("01_export", "fp32", 1.0, "recipe:model")),
+               _record(1, "02_quantize", _tfl("02_quantize", "int8", 2.0, "recipe:model"))]
+    rows = build({"name": "t"}, records)["artifacts"]
+    assert rows[1]["fp32_same_model"] == "01_export/model_fp32.tflite"
+    assert rows[1]["speedup_vs_fp32_same_model"] == 0.5
+
+
 def test_report_json_and_md_name_the_plot_that_is_written(tmp_path):
     report = _report([_row("export", "fp32", 2.0, 4000), _row("int8", "int8", 1.0, 1000)])
     files = render(report, tmp_path)
@@ -178,3 +189,23 @@ def test_per_layer_channels_and_sparsity_reach_markdown_and_html():
     assert ("<h2>Per layer (prune, cluster)</h2><ul><li>03_prune/model.keras output channels: "
             "conv0 16→8, classifier 10</li><li>05_prune/model.keras zero weights: conv0 0.0%, "
             "fc 80.0%</li></ul>") in page
+
+
+@pytest.mark.slow
+def test_stages_record_the_recipes_own_model_as_source(tmp_path):
+    """export then quantize straight from the recipe's model (no train): one lineage."""
+    import json
+
+    from pipeline import engine, recipe
+    from tests.helpers import TINY_RECIPE
+
+    text = TINY_RECIPE.replace(
+        "  - train: {epochs: 3, batch_size: 64, learning_rate: 0.01, patience: null}\n"
+        "  - export: {modes: [fp32, int8]}\n",
+        "  - export: {modes: [fp32]}\n  - quantize: {mode: ptq_dynamic}\n")
+    assert "quantize" in text
+    engine.run(recipe.parse(text), tmp_path)
+    rows = {r["path"]: r for r in json.loads((tmp_path / "report.json").read_text())["artifacts"]}
+    dyn = rows["02_quantize/model_ptq_dynamic.tflite"]
+    assert dyn["source"] == rows["01_export/model_fp32.tflite"]["source"] == "recipe:model"
+    assert dyn["fp32_same_model"] == "01_export/model_fp32.tflite"

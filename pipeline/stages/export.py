@@ -45,8 +45,7 @@ class Export(Stage):
             m = tflite.export(model, ctx.out_dir / fname, mode, ds, sparse=cfg.sparse,
                               reference=reference)
             m.update(carried)
-            if source is not None:
-                m["source"] = source.path
+            m["source"] = ctx.model_source
             ctx.log("[export] %-8s acc %.4f (keras %.4f)  max|diff| %.2e  %d bytes (gzip %d)",
                     mode, m["accuracy"], m["keras_accuracy"], m["max_abs_diff"], m["size_bytes"],
                     m["gzip_bytes"])

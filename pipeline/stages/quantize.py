@@ -181,8 +181,7 @@ class Quantize(Stage):
         carried = {k: v for k, v in (source.metrics if source else {}).items()
                    if k in ("sparsity", "channels", "unique_values", "clusters")}
         m.update(carried)
-        if source is not None:
-            m["source"] = source.path
+        m["source"] = ctx.model_source
         ctx.log("[quantize] %s: acc %.4f (float %.4f), %d bytes (gzip %d)", cfg.mode,
                 m["accuracy"], m["float_accuracy"], m["size_bytes"], m["gzip_bytes"])
         art = Artifact(name=cfg.mode, path=ctx.rel(fname), format="tflite",
