@@ -36,12 +36,24 @@ def limit_for(limits: float | dict[str, float] | None, name: str, tags: tuple[st
     return limits if limits is not None else fallback
 
 
-def check_limit_keys(limits: dict[str, float], targets: list[str], names: list[str]) -> None:
-    allowed = [*targets, *names]
+def unknown_limit_key(limits: dict[str, float], targets: list[str],
+                      names: list[str] | None = None) -> str | None:
+    """Why a key of a per-target max_latency_ms names no target (None: every key does).
+    `names`: the boards the targets resolve to (from the inventory); without them a plain name
+    may still be a board of a `tag:` target, so it passes until the inventory is read."""
+    allowed = [*targets, *(names or [])]
+    tagged = names is None and any(t.startswith("tag:") for t in targets)
     for k in limits:
-        if k not in allowed:
-            raise UserError(f"profile.max_latency_ms: {k!r} is not one of the targets"
-                            f"{did_you_mean(k, allowed)}; targets: {', '.join(allowed)}")
+        if k not in allowed and not (tagged and k != "host" and not k.startswith("tag:")):
+            return (f"{k!r} is not one of the targets{did_you_mean(k, allowed)}; targets: "
+                    f"{', '.join(allowed)}")
+    return None
+
+
+def check_limit_keys(limits: dict[str, float], targets: list[str], names: list[str]) -> None:
+    why = unknown_limit_key(limits, targets, names)
+    if why:
+        raise UserError(f"profile.max_latency_ms: {why}")
 
 
 def board_devices(ctx, cfg) -> list:

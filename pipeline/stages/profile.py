@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
-from pipeline.errors import UserError, did_you_mean
+from pipeline.errors import UserError
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 
@@ -45,13 +45,12 @@ class ProfileConfig(StageConfig):
     def _limit_keys(cls, v, info):
         """Keys must be targets; one that may be a board of a tag target waits for the inventory
         (checked when the stage starts)."""
+        from pipeline.devices.targets import unknown_limit_key
+
         targets = info.data.get("targets")
-        if isinstance(v, dict) and targets:
-            tagged = any(t.startswith("tag:") for t in targets)
-            for k in v:
-                if k not in targets and (not tagged or k == "host" or k.startswith("tag:")):
-                    raise ValueError(f"{k!r} is not one of the targets{did_you_mean(k, targets)}; "
-                                     f"targets: {', '.join(targets)}")
+        why = unknown_limit_key(v, targets) if isinstance(v, dict) and targets else None
+        if why:
+            raise ValueError(why)
         return v
 
 
