@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.stages.base import Artifact, StageRecord
+from pipeline.records import Artifact, StageRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import tf_keras

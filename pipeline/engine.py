@@ -26,7 +26,8 @@ from pipeline.artifacts import (atomic_write_bytes, atomic_write_json, atomic_wr
 from pipeline.context import StageContext
 from pipeline.errors import UserError, did_you_mean
 from pipeline.recipe import Recipe
-from pipeline.stages.base import Artifact, StageRecord
+from pipeline.records import Artifact, StageRecord
+from pipeline.registry import how_to_make, stage_class
 
 log = logging.getLogger("edgepipe")
 
@@ -57,10 +58,8 @@ def _inputs_hash(recipe: Recipe) -> str:
 
 def _stage_inputs(recipe: Recipe, i: int) -> str:
     """Content hash of files a stage's settings name (a teacher model, devices.yaml, ...)."""
-    from pipeline.stages import STAGES
-
     entry = recipe.stages[i]
-    paths = STAGES[entry.name].input_paths(entry.config, recipe)
+    paths = stage_class(entry.name).input_paths(entry.config, recipe)
     return sha256_json({str(p): sha256_path(p) for p in paths if p and Path(p).exists()})
 
 
@@ -143,8 +142,6 @@ def _preflight(recipe: Recipe) -> None:
 def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
         force: bool = False, recipe_text: str | None = None) -> list[StageRecord]:
     """Run (or resume) the recipe in `run_dir`. Returns every stage's record."""
-    from pipeline.stages import STAGES
-
     run_dir = Path(run_dir)
     _preflight(recipe)
     start_at = 0 if force else _resolve_from(recipe, from_stage)
@@ -166,6 +163,8 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
                 log.info("[%s] up to date, skipped", p.dir_name)
                 records.append(_record(run_dir, p, manifest))
                 continue
+            cls = stage_class(p.name)
+            _check_needs(cls, records)
             if not rerun:  # the run's front page no longer describes its files
                 _unpublish_report(run_dir, plans)
             rerun = True
@@ -173,7 +172,7 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
             ctx = StageContext(run_dir=run_dir, out_dir=tmp, stage_dir=p.dir_name,
                                recipe=recipe, previous=list(records),
                                _dataset=ctx_shared.get("dataset"))
-            stage = STAGES[p.name]()
+            stage = cls()
             log.info("[%s] running", p.dir_name)
             t0 = time.time()
             try:
@@ -191,9 +190,18 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
     return records
 
 
+def _check_needs(cls, records: list[StageRecord]) -> None:
+    """A stage does not start without the artifacts it needs (the recipe checks the order; this
+    holds when an earlier stage made none)."""
+    made = {a.format for r in records for a in r.artifacts}
+    for fmt, what in cls.needs.items():
+        if fmt not in made:
+            raise UserError(f"{cls.name}: the run has no {what}; {how_to_make(fmt, cls.name)}")
+
+
 def _publish_report(run_dir: Path, records: list[StageRecord]) -> None:
-    """Copy the newest report stage's files to the run folder's top (its front page)."""
-    report = next((r for r in reversed(records) if r.name == "report"), None)
+    """Copy the newest publishing stage's files (the report) to the run folder's top."""
+    report = next((r for r in reversed(records) if stage_class(r.name).publishes), None)
     for name in (report.metrics.get("files", []) if report else []):
         src = report.dir / name
         if src.is_file():
@@ -204,7 +212,7 @@ def _unpublish_report(run_dir: Path, plans: list[StagePlan]) -> None:
     """Remove the report files `_publish_report` copied to the top: a stage is about to change
     the run, and if a later one fails, a stale front page would describe files that are gone."""
     for p in plans:
-        manifest = read_manifest(run_dir / p.dir_name) if p.name == "report" else None
+        manifest = read_manifest(run_dir / p.dir_name) if stage_class(p.name).publishes else None
         for name in (manifest or {}).get("metrics", {}).get("files", []):
             (run_dir / name).unlink(missing_ok=True)
 

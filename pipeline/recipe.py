@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.data import DatasetSpec
 from pipeline.errors import RecipeError, did_you_mean
 from pipeline.models import ModelSpec
-from pipeline.stages.base import StageConfig
+from pipeline.config import StageConfig
+from pipeline.registry import STAGES, how_to_make, stage_class, unknown_stage
 
 
 class Gates(BaseModel):
@@ -75,17 +76,14 @@ class Recipe(BaseModel):
 
 def _parse_stage(entry: Any) -> StageEntry:
     """One `- name: {settings}` entry. Raises ValueError (bad entry) or ValidationError."""
-    from pipeline.stages import STAGES
-
     if isinstance(entry, str):
         entry = {entry: None}
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ValueError(f"each stage is one `name: {{settings}}` mapping; got {entry!r}")
     (name, settings), = entry.items()
     if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}{did_you_mean(name, STAGES)}; "
-                         f"expected one of: {', '.join(STAGES)}")
-    return StageEntry(name=name, config=STAGES[name].Config.model_validate(settings or {}))
+        raise ValueError(unknown_stage(name))
+    return StageEntry(name=name, config=stage_class(name).Config.model_validate(settings or {}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,13 +142,11 @@ def _format_error(err: dict, root: yaml.Node | None, source: str) -> str:
 
 def _fields_at(loc: tuple) -> list[str]:
     """Known keys of the model at `loc`, for did-you-mean on unknown keys."""
-    from pipeline.stages import STAGES
-
     model: Any = Recipe
     if loc[:1] == ("stages",):
         if len(loc) < 3 or loc[2] not in STAGES:
             return []
-        model, loc = STAGES[loc[2]].Config, loc[3:]
+        model, loc = stage_class(loc[2]).Config, loc[3:]
     for key in loc:
         fields = getattr(model, "model_fields", {})
         if key in fields:
@@ -184,20 +180,19 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
     return recipe
 
 
-#: stages that write .tflite files (what profile times)
-TFLITE_STAGES = ("export", "quantize")
-
-
 def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
-    """Stage order the stages' own settings cannot see: profile needs a .tflite before it."""
-    made = False
+    """Stage order the stages' own settings cannot see: what a stage needs (a .tflite to time)
+    an earlier stage must make."""
+    made: set[str] = set()
     for i, st in enumerate(recipe.stages):
-        made = made or st.name in TFLITE_STAGES
-        if st.name == "profile" and not made:
-            raise RecipeError(_format_error(
-                {"loc": ("stages", i, "profile"), "type": "value_error",
-                 "msg": "no stage before it writes a .tflite to time; add an export or quantize "
-                        "stage before profile"}, root, source))
+        cls = stage_class(st.name)
+        for fmt, what in cls.needs.items():
+            if fmt not in made:
+                raise RecipeError(_format_error(
+                    {"loc": ("stages", i, st.name), "type": "value_error",
+                     "msg": f"no stage before it writes a {what}; {how_to_make(fmt, st.name)}"},
+                    root, source))
+        made.update(cls.makes)
 
 
 def load(path: str | Path) -> Recipe:
@@ -209,12 +204,11 @@ def load(path: str | Path) -> Recipe:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of the recipe format, for editors (stages as one-of per stage name)."""
-    from pipeline.stages import STAGES
-
     schema = Recipe.model_json_schema()
     defs = schema.setdefault("$defs", {})
     variants = []
-    for name, stage in STAGES.items():
+    for name in STAGES:
+        stage = stage_class(name)
         sub = stage.Config.model_json_schema()
         defs.update(sub.pop("$defs", {}))
         variants.append({"type": "object", "additionalProperties": False, "required": [name],

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-import pipeline.stages  # noqa: F401  (the stage registry before pipeline.training)
 
 import numpy as np
 

@@ -7,13 +7,12 @@ import pytest
 from click.testing import CliRunner
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import pipeline.stages  # noqa: F401  (the registry first: pipeline.training imports it)
 import tf_keras as keras
 
 from pipeline import engine, models, recipe
 from pipeline.context import StageContext
 from pipeline.errors import RecipeError, UserError
-from pipeline.stages.base import Artifact, StageRecord
+from pipeline.records import Artifact, StageRecord
 from pipeline.stages.distill import resolve_student, resolve_teacher
 
 TEACHER = "{zoo: small_cnn, options: {filters: [8, 16], dense: 32}}"

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-import pipeline.stages  # noqa: F401
 from pipeline.compress import search as S
 from pipeline.compress.search import distribute as D
 from pipeline.compress.search.tuner import EdgeTuner, TrialSettings

@@ -2,6 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(code: str) -> str:
@@ -21,3 +24,19 @@ def test_importing_the_cli_does_not_import_tensorflow():
     code = ("import sys, pipeline.cli\n"
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras_tuner') if m in sys.modules))")
     assert _run(code) == "[]"
+
+
+def test_importing_the_recipe_or_the_engine_imports_no_stage_and_no_tfmot():
+    """The registry loads a stage's module only when a recipe names it: importing the recipe or
+    the engine loads none (was: all ten, TF-MOT and keras-tuner with them), and a recipe loads
+    the stages it names and no other."""
+    code = ("import sys, pipeline.recipe, pipeline.engine\n"
+            "heavy = ('pipeline.stages', 'tensorflow_model_optimization', 'keras_tuner')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+            f"pipeline.recipe.load({str(ROOT / 'recipes' / 'digits.yaml')!r})\n"
+            "print(sorted(m for m in sys.modules if m.startswith(heavy)))")
+    before, after = _run(code).splitlines()
+    assert before == "[]"
+    assert after == str(["pipeline.stages", "pipeline.stages.base", "pipeline.stages.export",
+                         "pipeline.stages.profile", "pipeline.stages.report",
+                         "pipeline.stages.train"])

@@ -3,7 +3,6 @@
 import pytest
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import pipeline.stages  # noqa: F401
 
 from pipeline import recipe
 from pipeline.errors import RecipeError, UserError
@@ -66,7 +65,7 @@ def test_device_keys_under_a_tag_are_checked_before_any_timing(tmp_path, monkeyp
 
     import edge_runner.bench
 
-    from pipeline.stages.base import Artifact
+    from pipeline.records import Artifact
     from pipeline.stages.profile import Profile
 
     (tmp_path / "devices.yaml").write_text("devices:\n  pi4: {host: 10.0.0.2, tags: [lab]}\n")

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import pipeline.stages  # noqa: F401  (the registry first: pipeline.training imports it)
 
 from pipeline import engine, models, recipe
 from pipeline.cli import main

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from pipeline import recipe
-from pipeline.stages import STAGES
+from pipeline.registry import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -34,7 +34,7 @@ def _error(text: str) -> str:
 def test_unknown_stage_names_line_and_suggests():
     text = TINY_RECIPE.replace("  - report", "  - reprot")
     assert _error(text) == ('r.yaml:11: stages.3: unknown stage \'reprot\' (did you mean "report"?);'
-                            ' expected one of: ' + ", ".join(__import__("pipeline.stages").stages.STAGES))
+                            ' expected one of: ' + ", ".join(__import__("pipeline.registry").registry.STAGES))
 
 
 def test_unknown_key_in_stage_names_line_and_suggests():
@@ -95,7 +95,7 @@ def test_missing_required_key():
 
 
 def test_schema_lists_every_stage():
-    from pipeline.stages import STAGES
+    from pipeline.registry import STAGES
 
     schema = recipe.json_schema()
     json.dumps(schema)
@@ -148,7 +148,7 @@ def test_to_yaml_parses_back_to_an_equal_recipe(source):
 
 
 def test_round_trip_covers_every_shipped_recipe_and_stage():
-    from pipeline.stages import STAGES
+    from pipeline.registry import STAGES
 
     assert len(SHIPPED) >= 5  # the parametrization above really found the recipes/ folder
     assert {s.name for s in recipe.parse(EVERY_STAGE).stages} == set(STAGES)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.report import build, render
 from pipeline.report.build import _add_baseline_ratios, measurement_warnings, notes
 from pipeline.report.render import html_page, markdown
-from pipeline.stages.base import Artifact, StageRecord
+from pipeline.records import Artifact, StageRecord
 
 
 def _row(name, quant, p50, gzip, *, sparsity=None, warnings=(), board=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.stages.base import StageRecord
+from pipeline.records import StageRecord
 
 #: Fields every artifact row has (null when not measured). Later capabilities add more.
 CORE = ("stage", "name", "path", "format", "quantization", "params", "nonzero_params",

@@ -1,72 +1,39 @@
-"""The stage contract: a config model, a `run(ctx, cfg)` that writes into `ctx.out_dir`.
+"""The stage contract: a config model, a `run(ctx, cfg)` that writes into `ctx.out_dir`, and
+what the stage declares about itself (what it makes, what it needs, what it publishes).
 
 A stage knows nothing of fingerprints, resume or atomic commits (the engine does that). It reads
 what earlier stages made through the context, calls `pipeline.compress` / `pipeline.tflite`, writes
 its files into `ctx.out_dir`, and returns the artifacts it made with their measured metrics.
+A new stage is one module in `pipeline/stages/` and one line in `pipeline/registry.py`.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.config import StageConfig  # noqa: F401  (re-exported: stages import it from here)
+from pipeline.records import Artifact, StageRecord, StageResult  # noqa: F401  (likewise)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.context import StageContext
 
-log = logging.getLogger("edgepipe")
-
-
-@dataclass
-class Artifact:
-    """One file a stage made. `path` is relative to the run folder.
-
-    `metrics` holds what was measured on this very file: accuracy, params, nonzero_params,
-    size_bytes, gzip_bytes, sparsity, channels, latency_ms {target: {...}}, ...
-    """
-
-    name: str
-    path: str
-    format: str  # "keras" | "tflite"
-    quantization: str | None = None
-    stage: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "format": self.format,
-                "quantization": self.quantization, "stage": self.stage, "metrics": self.metrics}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Artifact":
-        return cls(**d)
-
-
-@dataclass
-class StageResult:
-    artifacts: list[Artifact] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageRecord:
-    """A finished stage as the engine knows it (from its manifest)."""
-
-    index: int
-    name: str
-    dir: Path
-    artifacts: list[Artifact]
-    metrics: dict[str, Any]
-
 
 class Stage:
-    """Subclass, set `name` and `Config`, implement `run`. Register it in `stages/__init__.py`."""
+    """Subclass, set `name` and `Config`, implement `run`. Register it in `pipeline/registry.py`."""
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
     help: ClassVar[str] = ""
+    #: formats of the artifacts it writes ("keras", "tflite"): what later stages may need
+    makes: ClassVar[tuple[str, ...]] = ()
+    #: the name of the Keras model it saves for later stages (`<model>.keras`)
+    model: ClassVar[str] = "model"
+    #: formats an earlier stage must have made, each with what for ({"tflite": ".tflite to
+    #: time"}); the recipe is refused, and the stage is not started, without one
+    needs: ClassVar[dict[str, str]] = {}
+    #: the files its metrics list under "files" are the run's front page: the engine copies
+    #: the newest such stage's files to the run folder's top once the run is done
+    publishes: ClassVar[bool] = False
 
     @classmethod
     def input_paths(cls, cfg: StageConfig, recipe: Any) -> list[str]:

@@ -76,6 +76,7 @@ class Cluster(Stage):
     name = "cluster"
     Config = ClusterConfig
     help = "weight clustering (TF-MOT) with fine-tuning; saves model.keras"
+    makes = ("keras",)
 
     def run(self, ctx, cfg: ClusterConfig) -> StageResult:
         new, m = cluster_model(ctx.load_model(), ctx.dataset(), cfg, seed=ctx.seed)

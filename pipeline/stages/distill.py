@@ -5,8 +5,8 @@ teacher: null      the newest Keras model of an earlier stage (skipping the `nas
          STAGE     an earlier stage by name ("train") or folder ("01_train"): its newest model
          PATH      a .keras / .h5 file or SavedModel folder
 student: SPEC      a zoo spec, same form as the recipe's `model:` key, or a model file path
-         nas       the "best" Keras model of the newest earlier `nas` stage (its trained
-                   weights are the starting point)
+         nas       the Keras model the newest earlier `nas` stage declares as its result
+                   (`Nas.model`, "best"; its trained weights are the starting point)
 The student is saved alone, as an ordinary Keras model: the next stages (prune, export...) see it.
 """
 
@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pipeline import models
 from pipeline.errors import UserError, did_you_mean
 from pipeline.models import ModelSpec
+from pipeline.registry import stage_class
 from pipeline.stages.base import Stage, StageResult
 from pipeline.training import FitConfig, fit, optimizer
 
@@ -97,10 +98,11 @@ def resolve_student(ctx, cfg: DistillConfig):
     if not nas:
         raise UserError("distill: student: nas needs an earlier nas stage in the recipe; "
                         "add one before distill, or give a zoo spec or a model path")
-    best = [a for a in _keras_of(nas[-1]) if a.name == "best"]
+    name = stage_class("nas").model
+    best = [a for a in _keras_of(nas[-1]) if a.name == name]
     if not best:
         names = [a.name for a in nas[-1].artifacts]
-        raise UserError(f"distill: stage {nas[-1].dir.name} has no Keras model named \"best\" "
+        raise UserError(f"distill: stage {nas[-1].dir.name} has no Keras model named \"{name}\" "
                         f"(it made: {', '.join(names) or 'nothing'})")
     return models.load_model(ctx.path(best[-1]), unsafe=True), best[-1].path, nas[-1]
 
@@ -133,6 +135,7 @@ class Distill(Stage):
     name = "distill"
     Config = DistillConfig
     help = "train a small student against the frozen teacher (KD loss); saves the student"
+    makes = ("keras",)
 
     @classmethod
     def input_paths(cls, cfg: DistillConfig, recipe) -> list[str]:

@@ -30,6 +30,7 @@ class Export(Stage):
     name = "export"
     Config = ExportConfig
     help = "convert the newest Keras model to .tflite per mode; validate each on the test split"
+    makes = ("tflite",)
 
     def run(self, ctx, cfg: ExportConfig) -> StageResult:
         ds = ctx.dataset()

@@ -61,6 +61,7 @@ class LowRank(Stage):
     name = "lowrank"
     Config = LowRankConfig
     help = "SVD factorization of Dense and 1x1 conv layers, fine-tuned; saves model.keras"
+    makes = ("keras",)
 
     def run(self, ctx, cfg: LowRankConfig) -> StageResult:
         new, m = lowrank_model(ctx.load_model(), ctx.dataset(), cfg, seed=ctx.seed)

@@ -164,6 +164,8 @@ class Nas(Stage):
     Config = NasConfig
     help = ("hardware-aware architecture search (keras-tuner) over zoo.mobilenet; every "
             "candidate timed as .tflite on this host; saves best.keras")
+    makes = ("keras",)
+    model = "best"
 
     def run(self, ctx, cfg: NasConfig) -> StageResult:
         from pipeline.artifacts import atomic_write_json
@@ -213,7 +215,7 @@ class Nas(Stage):
                   "nas_val_accuracy": row["val_accuracy"], "nas_latency_ms": row["latency_ms"],
                   "nas_size_kb": row["size_kb"], "nas_quantization": cfg.quantization,
                   "final_epochs": cfg.final_epochs, "final_candidates": final}
-        art = ctx.save_model(model, "best", metrics=search)
+        art = ctx.save_model(model, self.model, metrics=search)
         completed = [r for r in rows if r["status"] == "COMPLETED"]
         ctx.log("[nas] best: trial %s [%s] val_acc %.4f p50 %.4f ms %.1f KB; test accuracy %.4f "
                 "(%d trials, %d feasible, %.1f min)", best.trial_id, row["architecture"],

@@ -7,7 +7,6 @@ from typing import Annotated
 from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
-from pipeline.errors import UserError
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 
@@ -72,6 +71,7 @@ class Profile(Stage):
     name = "profile"
     Config = ProfileConfig
     help = "time every .tflite of the run with edge-runner (host) at each thread count"
+    needs = {"tflite": ".tflite to time"}
 
     @classmethod
     def input_paths(cls, cfg: ProfileConfig, recipe) -> list[str]:
@@ -87,9 +87,6 @@ class Profile(Stage):
 
         from pipeline.devices.targets import board_devices, limit_for, profile_devices
 
-        if not ctx.tflite_artifacts():  # else: an empty table and latency gates that never fire
-            raise UserError("profile: the run has no .tflite to time; add an export or quantize "
-                            "stage before profile")
         devices = board_devices(ctx, cfg)  # unknown boards and limit keys fail before any timing
         limit = limit_for(cfg.max_latency_ms, "host", fallback=ctx.recipe.gates.max_latency_ms)
         latency: dict[str, dict] = {}

@@ -219,6 +219,7 @@ class Prune(Stage):
     name = "prune"
     Config = PruneConfig
     help = "magnitude / m_by_n (TF-MOT) or channel pruning, with fine-tuning; saves model.keras"
+    makes = ("keras",)
 
     def run(self, ctx, cfg: PruneConfig) -> StageResult:
         model = ctx.load_model()

@@ -170,6 +170,7 @@ class Quantize(Stage):
     name = "quantize"
     Config = QuantizeConfig
     help = "PTQ (dynamic/float16/int8/int16x8) or QAT int8 of the newest Keras model, gated"
+    makes = ("tflite",)
 
     def run(self, ctx, cfg: QuantizeConfig) -> StageResult:
         ds = ctx.dataset()

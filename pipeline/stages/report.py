@@ -13,6 +13,7 @@ class Report(Stage):
     name = "report"
     Config = ReportConfig
     help = "write report.json, report.md, report.html (with plot) for every artifact of the run"
+    publishes = True
 
     def run(self, ctx, cfg: ReportConfig) -> StageResult:
         data = report.build(ctx.recipe.to_json(), ctx.previous)

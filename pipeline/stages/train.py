@@ -10,6 +10,7 @@ class Train(Stage):
     name = "train"
     Config = FitConfig
     help = "fit the model with early stopping on validation accuracy; saves model.keras"
+    makes = ("keras",)
 
     def run(self, ctx, cfg: FitConfig) -> StageResult:
         ds = ctx.dataset()

@@ -26,7 +26,6 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src.engine.trial import TrialStatus
 
-import pipeline.stages  # noqa: F401  (pipeline.training ↔ pipeline.stages import order)
 from pipeline.compress.search import space as S
 
 log = logging.getLogger("edgepipe")
