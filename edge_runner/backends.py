@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edge_runner.errors import RunnerError, did_you_mean
+from edge_runner.tensors import QUANTIZED_DTYPES, dequantize, quantize, scale_zero_point
 
 # name -> (module to import, distribution name for the version / install hint)
 _BACKENDS = {
@@ -35,7 +36,6 @@ _BACKENDS = {
 BACKENDS = tuple(_BACKENDS)
 
 TFLITE_IDENTIFIER = b"TFL3"
-_QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
 
 
 @dataclass(frozen=True)
@@ -134,37 +134,25 @@ def load(model_path, *, threads: int = 1, backend: Optional[str] = None,
     return Runner(interpreter, impl, path=path, threads=threads, xnnpack=xnnpack, init_ms=init_ms)
 
 
-def _scale_zero_point(detail) -> tuple:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return float(scale), int(zero_point)
-
-
-def quantize(x: np.ndarray, detail) -> np.ndarray:
-    """Float array -> the tensor's dtype, with its scale/zero-point when it is int8/uint8/int16."""
-    dtype = np.dtype(detail["dtype"])
-    x = np.asarray(x)
-    if x.dtype == dtype:
-        return x
-    scale, zero_point = _scale_zero_point(detail)
-    if dtype.type in _QUANTIZED_DTYPES and scale > 0 and np.issubdtype(x.dtype, np.floating):
-        info = np.iinfo(dtype)
-        q = np.round(x.astype(np.float64) / scale) + zero_point
-        return np.clip(q, info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
-def dequantize(q: np.ndarray, detail) -> np.ndarray:
-    """A tensor's values as float32, undoing its scale/zero-point when it is quantized."""
-    scale, zero_point = _scale_zero_point(detail)
-    if np.dtype(detail["dtype"]).type in _QUANTIZED_DTYPES and scale > 0:
-        return ((q.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
-    if np.issubdtype(q.dtype, np.floating):
-        return q.astype(np.float32, copy=False)
-    return q
+def _tensor_names(interpreter, details: list, kind: str) -> list:
+    """Names of the tensors in `details`: the model's signature names ("image", "class") when it
+    has exactly one signature covering them all (what Keras models get), else tensor names."""
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        found = runner.get_input_details() if kind == "inputs" else runner.get_output_details()
+        by_index = {int(d["index"]): name for name, d in found.items()}
+        names = [by_index.get(int(d["index"])) for d in details]
+        if None not in names:
+            return names
+    return [str(d.get("name", "")) or f"{kind[:-1]}_{i}" for i, d in enumerate(details)]
 
 
 class Runner:
-    """One loaded, allocated model. `predict` takes float batches and returns float batches."""
+    """One loaded, allocated model. `predict` takes float batches and returns float batches.
+
+    `input_names`/`output_names` follow `input_details`/`output_details` (the interpreter's
+    order, which for a converted Keras model need not be the Keras order)."""
 
     def __init__(self, interpreter, impl: Backend, *, path: str, threads: int, xnnpack: bool,
                  init_ms: float):
@@ -176,7 +164,9 @@ class Runner:
         self.xnnpack = xnnpack
         self.init_ms = init_ms
         self._refresh_details()
-        self._base_shape = tuple(int(d) for d in self.input_details[0]["shape"])
+        self.input_names = _tensor_names(interpreter, self.input_details, "inputs")
+        self.output_names = _tensor_names(interpreter, self.output_details, "outputs")
+        self._base_shapes = [tuple(int(d) for d in det["shape"]) for det in self.input_details]
 
     def _refresh_details(self) -> None:
         self.input_details = self.interpreter.get_input_details()
@@ -201,59 +191,87 @@ class Runner:
         return dequantize(out, detail) if dequantized else out
 
     def _can_resize_batch(self) -> bool:
-        sig = self.input_details[0].get("shape_signature")
-        return len(self.input_details) == 1 and sig is not None and len(sig) > 0 and sig[0] == -1
+        sigs = [d.get("shape_signature") for d in self.input_details]
+        return all(s is not None and len(s) > 0 and s[0] == -1 for s in sigs)
 
     def _resize(self, batch: int) -> None:
-        shape = [batch, *self._base_shape[1:]]
-        self.interpreter.resize_tensor_input(self.input_details[0]["index"], shape)
+        for detail, base in zip(self.input_details, self._base_shapes):
+            self.interpreter.resize_tensor_input(detail["index"], [batch, *base[1:]])
         self.interpreter.allocate_tensors()
         self._refresh_details()
 
-    def _run(self, x: np.ndarray) -> list:
-        self.set_input(x)
+    def _run(self, xs: list) -> list:
+        for i, x in enumerate(xs):
+            self.set_input(x, i)
         self.invoke()
         return [self.get_output(i) for i in range(len(self.output_details))]
 
+    def _batches(self, x) -> list:
+        """`x` as one array per input, in `input_details` order, each checked against its shape."""
+        if isinstance(x, dict):
+            unknown = [k for k in x if k not in self.input_names]
+            missing = [k for k in self.input_names if k not in x]
+            if unknown or missing:
+                raise RunnerError(f"Expected inputs named {', '.join(self.input_names)}. "
+                                  f"Received: {', '.join(map(str, x)) or 'none'}")
+            xs = [np.asarray(x[k]) for k in self.input_names]
+        elif len(self.input_details) == 1:
+            xs = [np.asarray(x)]
+        else:
+            raise RunnerError(
+                f"This model has {len(self.input_details)} inputs: give predict() a dict "
+                f"{{name: array}} with {', '.join(self.input_names)}")
+        for x, base, name in zip(xs, self._base_shapes, self.input_names):
+            want = base[1:]
+            if x.ndim != len(base) or tuple(x.shape[1:]) != want:
+                which = "" if len(xs) == 1 else f' "{name}"'
+                raise RunnerError(
+                    f"Expected inputs{which} of shape (N, {', '.join(map(str, want))}). "
+                    f"Received: x.shape={tuple(x.shape)}")
+        if len({len(x) for x in xs}) > 1:
+            raise RunnerError(f"Expected the same number of samples for every input. Received: "
+                              + ", ".join(f"{n}={len(x)}" for n, x in zip(self.input_names, xs)))
+        return xs
+
     def predict(self, x, *, batch_size: int = 64):
-        """Float inputs (N, ...) -> float outputs (N, ...); a tuple of arrays for multi-output models.
+        """Float inputs (N, ...) -> float outputs (N, ...); a tuple of arrays (in `output_names`
+        order) for multi-output models. `x`: an array, or {input name: array} (any model).
 
         Runs batches of `batch_size` when the model's batch dimension is dynamic, else one sample
-        at a time. The interpreter is restored to its original input shape afterwards.
+        at a time. The interpreter is restored to its original input shapes afterwards.
         """
-        if len(self.input_details) != 1:
-            raise RunnerError(
-                f"predict() supports models with one input; this model has "
-                f"{len(self.input_details)}. Use set_input()/invoke()/get_output().")
-        x = np.asarray(x)
-        want = self._base_shape[1:]
-        if x.ndim != len(self._base_shape) or tuple(x.shape[1:]) != want:
-            raise RunnerError(
-                f"Expected inputs of shape (N, {', '.join(map(str, want))}). "
-                f"Received: x.shape={tuple(x.shape)}")
-        n = int(x.shape[0])
-        if self._base_shape[0] != 1 and not self._can_resize_batch():
+        xs = self._batches(x)
+        n = int(xs[0].shape[0])
+        batch = self._base_shapes[0][0]
+        if any(b[0] != 1 for b in self._base_shapes) and not self._can_resize_batch():
             raise RunnerError(
                 f"predict() needs a model with batch size 1 or a dynamic batch; this model's "
-                f"input batch is fixed at {self._base_shape[0]}. Use set_input()/invoke().")
+                f"input batch is fixed at {batch}. Use set_input()/invoke().")
         step = 1
-        if n > 1 and self._base_shape[0] == 1 and self._can_resize_batch():
+        if n > 1 and batch == 1 and self._can_resize_batch():
             step = max(1, min(int(batch_size), n))
         chunks: list = []
         try:
             i = 0
             while i < n:
-                part = x[i:i + step]
-                if int(self.input_details[0]["shape"][0]) != len(part):
-                    self._resize(len(part))
-                chunks.append(self._run(part))
-                i += len(part)
+                size = min(step, n - i)
+                if int(self.input_details[0]["shape"][0]) != size:
+                    self._resize(size)
+                chunks.append(self._run([x[i:i + size] for x in xs]))
+                i += size
         finally:
-            if tuple(int(d) for d in self.input_details[0]["shape"]) != self._base_shape:
-                self._resize(self._base_shape[0])
+            if [tuple(int(d) for d in det["shape"]) for det in self.input_details] != \
+                    self._base_shapes:
+                self._resize(batch)
         outs = tuple(np.concatenate([c[j] for c in chunks], axis=0) if chunks else np.empty((0,))
                      for j in range(len(self.output_details)))
         return outs[0] if len(outs) == 1 else outs
+
+    def predict_named(self, x, *, batch_size: int = 64) -> dict:
+        """Like `predict`, as {output name: array}."""
+        got = self.predict(x, batch_size=batch_size)
+        got = got if isinstance(got, tuple) else (got,)
+        return dict(zip(self.output_names, got))
 
     def fill_random_inputs(self, seed: int = 0) -> list:
         """Set every input to seeded random data of its dtype and shape; returns the arrays."""
@@ -264,7 +282,7 @@ class Runner:
             shape = tuple(int(d) for d in detail["shape"])
             if np.issubdtype(dtype, np.floating):
                 arr = rng.random(shape, dtype=np.float32).astype(dtype)
-            elif dtype.type in _QUANTIZED_DTYPES:
+            elif dtype.type in QUANTIZED_DTYPES:
                 info = np.iinfo(dtype)
                 arr = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
             elif dtype == np.bool_:
@@ -278,14 +296,14 @@ class Runner:
     def describe(self) -> dict:
         """Input/output dtypes, shapes and quantization, JSON-able."""
 
-        def one(detail):
-            scale, zero_point = _scale_zero_point(detail)
-            return {"name": str(detail.get("name", "")), "dtype": np.dtype(detail["dtype"]).name,
+        def one(detail, name):
+            scale, zero_point = scale_zero_point(detail)
+            return {"name": name, "tensor": str(detail.get("name", "")), "dtype": np.dtype(detail["dtype"]).name,
                     "shape": [int(d) for d in detail["shape"]],
                     "quantization": {"scale": scale, "zero_point": zero_point} if scale else None}
 
-        return {"inputs": [one(d) for d in self.input_details],
-                "outputs": [one(d) for d in self.output_details]}
+        return {"inputs": [one(d, n) for d, n in zip(self.input_details, self.input_names)],
+                "outputs": [one(d, n) for d, n in zip(self.output_details, self.output_names)]}
 
 
 def available() -> dict:

@@ -3,7 +3,8 @@
   edge-runner bench MODEL.tflite [--threads N --warmup N --min-runs N --min-seconds S
                                    --max-seconds S --cooldown S --repeats N --backend B
                                    --no-xnnpack --json]
-  edge-runner verify MODEL.tflite GOLDEN.npz [--atol X --mode M --threads N --backend B --json]
+  edge-runner verify MODEL.tflite GOLDEN.npz [--atol X --output-atol NAME=X --mode M --threads N
+                                              --backend B --json]
   edge-runner info [--backend B --json]
 
 Exit codes: 0 ok, 1 verification failed, 2 user error (one line on stderr, no traceback).
@@ -51,6 +52,15 @@ _seconds = _number(float, 0, "seconds")
 _non_negative_float = _number(float, 0, "a number")
 
 
+def _named_atol(text: str) -> tuple:
+    """NAME=X for --output-atol."""
+    name, sep, value = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=X (an output name and a number), "
+                                         f"got {text!r}")
+    return name, _non_negative_float(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run, verify and time a .tflite model on this machine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -74,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="compare outputs with golden outputs (exit 1 on fail)")
     verify.add_argument("model", metavar="MODEL", help=".tflite file")
-    verify.add_argument("golden", metavar="GOLDEN", help=".npz with inputs, outputs")
+    verify.add_argument("golden", metavar="GOLDEN",
+                        help=".npz with inputs, outputs (or inputs__NAME, outputs__NAME)")
     verify.add_argument("--atol", type=_non_negative_float, default=None,
-                        help="max abs difference allowed (default: per quantization mode)")
+                        help="max abs difference allowed on every output (default: per output, "
+                             "from its dtype and the quantization mode)")
+    verify.add_argument("--output-atol", type=_named_atol, action="append", default=[],
+                        metavar="NAME=X", help="max abs difference for one output (repeatable)")
     verify.add_argument("--mode", default=None,
                         help="fp32 | float16 | dynamic | int8 | int16x8 (default: from golden)")
     verify.add_argument("--threads", type=_positive_int, default=1)
@@ -119,6 +133,13 @@ def _system_lines(s: dict) -> list:
     ]
 
 
+def _io_lines(io: dict) -> list:
+    def one(t: dict) -> str:
+        return f"{t['name']} {t['dtype']}{t['shape']}"
+
+    return [f"{kind:<13}{', '.join(one(t) for t in io[kind])}" for kind in ("inputs", "outputs")]
+
+
 def _print_bench(r: dict) -> None:
     lat = r["latency_ms"]
     m = r["model"]
@@ -128,6 +149,7 @@ def _print_bench(r: dict) -> None:
         f"xnnpack {'on' if r['xnnpack'] else 'off'}, python {r['python']}",
         f"runs         {r['runs']} timed ({r['repeats']} repeat(s)), {r['warmup']} warm-up",
         f"init         {r['init_ms']:.2f} ms   first inference {r['first_inference_ms']:.3f} ms",
+        *_io_lines(r["io"]),
         f"latency ms   mean {_ms(lat['mean'])}  std {_ms(lat['std'])}  cv {100 * lat['cv']:.1f}%"
         f"  robust cv {100 * lat['robust_cv']:.1f}%",
         "             " + "  ".join(f"{k} {_ms(lat[k])}" for k in ("min", "p50", "p90", "p99", "max")),
@@ -140,14 +162,22 @@ def _print_bench(r: dict) -> None:
     print("\n".join(lines))
 
 
+def _diffs(r: dict) -> str:
+    agree = "n/a" if r["argmax_agreement"] is None else f"{r['argmax_agreement']:.4f}"
+    return (f"max abs diff {_fmt(r['max_abs_diff'], '.3g')} (tolerance {r['tolerance']:.3g}), "
+            f"mean abs diff {_fmt(r['mean_abs_diff'], '.3g')}, argmax agreement {agree}")
+
+
 def _print_verify(r: dict) -> None:
     verdict = "PASS" if r["passed"] else "FAIL"
-    agree = "n/a" if r["argmax_agreement"] is None else f"{r['argmax_agreement']:.4f}"
-    print(f"{verdict}  {r['model']} vs {r['golden']}\n"
-          f"mode {r['mode']}, n {r['n']}, max abs diff {_fmt(r['max_abs_diff'], '.3g')} "
-          f"(tolerance {r['tolerance']:.3g}), mean abs diff {_fmt(r['mean_abs_diff'], '.3g')}, "
-          f"argmax agreement {agree}\n"
-          f"runtime {r['backend']} {r['backend_version']}, threads {r['threads']}")
+    outputs = r["outputs"]
+    lines = [f"{verdict}  {r['model']} vs {r['golden']}",
+             f"mode {r['mode']}, n {r['n']}" + (f", {_diffs(r)}" if len(outputs) == 1 else "")]
+    if len(outputs) > 1:
+        lines += [f"  {name}: {'ok  ' if o['passed'] else 'FAIL'} {_diffs(o)}"
+                  for name, o in outputs.items()]
+    lines.append(f"runtime {r['backend']} {r['backend_version']}, threads {r['threads']}")
+    print("\n".join(lines))
     for reason in r["reasons"]:
         print(f"  - {reason}")
 
@@ -169,7 +199,8 @@ def _run(args) -> int:
     if args.command == "verify":
         from edge_runner.verify import verify
 
-        result = verify(args.model, args.golden, atol=args.atol, mode=args.mode,
+        result = verify(args.model, args.golden, atol=args.atol,
+                        output_atol=dict(args.output_atol) or None, mode=args.mode,
                         threads=args.threads, backend=args.backend, xnnpack=not args.no_xnnpack)
         if args.json:
             print(json.dumps(result, indent=2))

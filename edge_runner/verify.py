@@ -1,21 +1,23 @@
 """Check a .tflite's outputs on this machine against golden outputs computed on the host.
 
-A golden file is an .npz with ``inputs`` (float, N samples), ``outputs`` (float, what the host got)
-and optionally ``quantization`` (the export mode, a string). The default tolerance depends on the
-mode; for integer outputs it is a few quantization steps of the output tensor.
+The golden file (see `edge_runner.golden`) holds inputs, the outputs the host got, and optionally
+the export mode. Every output is checked against its own tolerance: for an integer output a few of
+its quantization steps, for a float output the mode's atol relative to the output's peak; the
+argmax must agree too where the output is a distribution (softmax rows). The mode comes from the
+golden, else from the file's own tensors (int16, int8 or float16 ones).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import zipfile
 from typing import Optional
 
 import numpy as np
 
 from edge_runner.backends import load
 from edge_runner.errors import RunnerError, did_you_mean
+from edge_runner.golden import read_golden
+from edge_runner.tensors import fit
 
 # mode -> (float atol, relative to max(1, max|golden|); argmax agreement threshold)
 TOLERANCES = {
@@ -40,56 +42,22 @@ def normalize_mode(mode: str) -> str:
     return key
 
 
-def write_golden(path, inputs, outputs, quantization: Optional[str] = None) -> str:
-    """Write a golden .npz atomically (temp file + rename); returns the path."""
-    path = os.fspath(path)
-    arrays = {"inputs": np.asarray(inputs), "outputs": np.asarray(outputs, dtype=np.float32)}
-    if quantization is not None:
-        arrays["quantization"] = np.array(normalize_mode(quantization))
-    directory = os.path.dirname(os.path.abspath(path))
-    # not mkstemp (always 0600): mode 0666 less the umask, like any file the user writes
-    tmp = os.path.join(directory, f".golden-{os.getpid()}-{secrets.token_hex(4)}.npz")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def read_golden(path) -> dict:
-    """{inputs, outputs, quantization or None} from a golden .npz; RunnerError if unusable."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise RunnerError(f"Golden file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            found = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RunnerError(f"Not a golden .npz file: {path} ({exc})") from None
-    missing = [k for k in ("inputs", "outputs") if k not in found]
-    if missing:
-        raise RunnerError(f"Golden file {path} has no {' or '.join(missing)} array. "
-                          "Expected arrays: inputs, outputs (and optionally quantization).")
-    if len(found["inputs"]) != len(found["outputs"]):
-        raise RunnerError(f"Golden file {path} has {len(found['inputs'])} inputs but "
-                          f"{len(found['outputs'])} outputs.")
-    quant = found.get("quantization")
-    return {"inputs": found["inputs"], "outputs": found["outputs"].astype(np.float32),
-            "quantization": str(quant) if quant is not None else None}
-
-
 def _default_mode(runner) -> str:
-    dtype = np.dtype(runner.output_details[0]["dtype"])
-    if dtype == np.int16:
-        return "int16x8"
-    if dtype in (np.int8, np.uint8):
-        return "int8"
+    """The mode a file's own tensors show: int16 activations, int8 tensors, float16 weights."""
+    dtypes = {np.dtype(d["dtype"]) for d in runner.interpreter.get_tensor_details()}
+    for dtype, mode in ((np.int16, "int16x8"), (np.int8, "int8"), (np.uint8, "int8"),
+                        (np.float16, "float16")):
+        if np.dtype(dtype) in dtypes:
+            return mode
     return "fp32"
+
+
+def is_distribution(golden: np.ndarray) -> bool:
+    """(N, C) rows of non-negative values summing to 1 (within 0.05: int8 softmax steps): the
+    outputs whose argmax means something. Argmax of a regression head flips on near-ties."""
+    if golden.ndim != 2 or golden.shape[1] < 2 or not len(golden):
+        return False
+    return bool(np.all(golden >= -1e-6) and np.all(np.abs(golden.sum(axis=1) - 1) <= 0.05))
 
 
 def tolerance_for(mode: str, golden: np.ndarray, output_detail) -> float:
@@ -103,8 +71,9 @@ def tolerance_for(mode: str, golden: np.ndarray, output_detail) -> float:
 
 
 def compare(got: np.ndarray, golden: np.ndarray, *, tolerance: float,
-            argmax_threshold: float) -> dict:
-    """Max/mean abs difference, argmax agreement (for (N, C) outputs) and the verdict."""
+            argmax_threshold: Optional[float]) -> dict:
+    """Max/mean abs difference, argmax agreement (for (N, C) outputs, unless `argmax_threshold`
+    is None) and the verdict."""
     reasons = []
     got = np.asarray(got, dtype=np.float32)
     if not np.all(np.isfinite(got)):
@@ -118,7 +87,7 @@ def compare(got: np.ndarray, golden: np.ndarray, *, tolerance: float,
         max_abs = float(diff.max()) if diff.size else 0.0
         mean_abs = float(diff.mean()) if diff.size else 0.0
     agreement = None
-    if golden.ndim == 2 and golden.shape[1] > 1 and len(golden):
+    if argmax_threshold is not None and golden.ndim == 2 and golden.shape[1] > 1 and len(golden):
         agreement = float(np.mean(np.argmax(got, axis=1) == np.argmax(golden, axis=1)))
     if max_abs is not None and max_abs > tolerance:
         reasons.append(f"max abs difference {max_abs:.6g} > tolerance {tolerance:.6g}")
@@ -130,27 +99,91 @@ def compare(got: np.ndarray, golden: np.ndarray, *, tolerance: float,
             "reasons": reasons}
 
 
+def _inputs(runner, inputs, path: str) -> dict:
+    """The golden's inputs as {model input name: array fitted to that input}."""
+    names = runner.input_names
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise RunnerError(
+                f"Golden file {path} has one inputs array but the model has {len(names)} inputs "
+                f"({', '.join(names)}): give one inputs__NAME array per input.")
+        inputs = {names[0]: inputs}
+    if sorted(inputs) != sorted(names):
+        raise RunnerError(f"Golden file {path} has inputs {', '.join(sorted(inputs))} but the "
+                          f"model's are {', '.join(sorted(names))}: the golden file is not for "
+                          f"this model.")
+    return {k: fit(inputs[k], runner.input_details[names.index(k)], k) for k in names}
+
+
+def _outputs(runner, outputs, path: str) -> dict:
+    """The golden's outputs as {model output name: array}; a plain array is the first output."""
+    if not isinstance(outputs, dict):
+        return {runner.output_names[0]: outputs}
+    unknown = [k for k in outputs if k not in runner.output_names]
+    if unknown:
+        raise RunnerError(f"Golden file {path} has output {unknown[0]!r} but the model's outputs "
+                          f"are {', '.join(runner.output_names)}"
+                          f"{did_you_mean(unknown[0], runner.output_names)}: the golden file is "
+                          f"not for this model.")
+    return outputs
+
+
+def _check_atol(name: str, value) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+        raise RunnerError(f"Expected {name} >= 0. Received: {name}={value!r}")
+
+
+def _worst(per: dict) -> str:
+    """The output furthest past (or closest to) its tolerance; failed ones first."""
+    def ratio(r: dict) -> float:
+        if r["max_abs_diff"] is None:
+            return float("inf")
+        return r["max_abs_diff"] / r["tolerance"] if r["tolerance"] > 0 else r["max_abs_diff"]
+
+    return max(per, key=lambda k: (not per[k]["passed"], ratio(per[k])))
+
+
 def verify(model_path, golden_npz_path, *, atol: Optional[float] = None,
-           mode: Optional[str] = None, threads: int = 1, backend: Optional[str] = None,
-           xnnpack: bool = True) -> dict:
-    """Run the golden inputs through the model here and compare with the golden outputs."""
-    if atol is not None and not (isinstance(atol, (int, float)) and atol >= 0):
-        raise RunnerError(f"Expected atol >= 0. Received: atol={atol!r}")
+           output_atol: Optional[dict] = None, mode: Optional[str] = None, threads: int = 1,
+           backend: Optional[str] = None, xnnpack: bool = True) -> dict:
+    """Run the golden inputs through the model here and compare with the golden outputs, each
+    output against its own tolerance: `output_atol[name]`, else `atol`, else the mode's default
+    (`tolerance_for`). The top-level numbers are those of the worst output (`worst_output`);
+    `outputs` holds every output's."""
+    if atol is not None:
+        _check_atol("atol", atol)
+    for name, value in (output_atol or {}).items():
+        _check_atol(f"atol of output {name!r}", value)
     runner = load(model_path, threads=threads, backend=backend, xnnpack=xnnpack)
     golden = read_golden(golden_npz_path)
+    gpath = os.fspath(golden_npz_path)
     chosen = normalize_mode(mode or golden["quantization"] or _default_mode(runner))
-    got = runner.predict(golden["inputs"])
-    if isinstance(got, tuple):
-        got = got[0]  # goldens hold the first output
-    if got.shape != golden["outputs"].shape:
-        raise RunnerError(f"Golden outputs have shape {golden['outputs'].shape} but the model "
-                          f"gives {got.shape}: the golden file is not for this model.")
-    tol = float(atol) if atol is not None else tolerance_for(chosen, golden["outputs"],
-                                                             runner.output_details[0])
-    result = compare(got, golden["outputs"], tolerance=tol,
-                     argmax_threshold=TOLERANCES[chosen][1])
+    expected = _outputs(runner, golden["outputs"], gpath)
+    for name in output_atol or {}:
+        if name not in expected:
+            raise RunnerError(f"No output {name!r} to set a tolerance for"
+                              f"{did_you_mean(name, expected)}; the golden file checks: "
+                              f"{', '.join(sorted(expected))}")
+    got = runner.predict_named(_inputs(runner, golden["inputs"], gpath))
+    per = {}
+    for name, want in expected.items():
+        out = got[name]
+        if out.shape != want.shape:
+            which = f" {name!r}" if len(got) > 1 else ""
+            raise RunnerError(f"Golden outputs{which} have shape {want.shape} but the model "
+                              f"gives {out.shape}: the golden file is not for this model.")
+        detail = runner.output_details[runner.output_names.index(name)]
+        tol = (output_atol or {}).get(name, atol)
+        tol = float(tol) if tol is not None else tolerance_for(chosen, want, detail)
+        threshold = TOLERANCES[chosen][1] if is_distribution(want) else None
+        per[name] = compare(out, want, tolerance=tol, argmax_threshold=threshold)
+    worst = _worst(per)
+    reasons = [why if len(per) == 1 else f"output {name!r}: {why}"
+               for name, r in per.items() for why in r["reasons"]]
+    result = {**per[worst], "passed": not reasons, "reasons": reasons, "worst_output": worst,
+              "outputs": per}
     result.update({"mode": chosen, "model": os.path.abspath(os.fspath(model_path)),
-                   "golden": os.path.abspath(os.fspath(golden_npz_path)),
+                   "golden": os.path.abspath(gpath),
                    "backend": runner.backend, "backend_version": runner.backend_version,
                    "threads": threads})
     return result

@@ -33,13 +33,21 @@ def _float16(conv, calib):
 
 
 def _representative(calib):
+    """Calibration samples one at a time: `calib` is an array (one-input models) or {input name:
+    array} (several inputs; the names are the Keras model's input names)."""
     if calib is None or len(calib) == 0:
         raise UserError("int8 export needs calibration data: give the recipe a dataset, or "
                         "--data on the command line")
+    if isinstance(calib, dict):
+        n = min(len(a) for a in calib.values())
 
-    def gen():
-        for i in range(len(calib)):
-            yield [calib[i: i + 1].astype(np.float32)]
+        def gen():
+            for i in range(n):
+                yield {k: np.asarray(a[i: i + 1], dtype=np.float32) for k, a in calib.items()}
+    else:
+        def gen():
+            for i in range(len(calib)):
+                yield [calib[i: i + 1].astype(np.float32)]
 
     return gen
 
@@ -77,10 +85,11 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def convert(model, mode: str = "fp32", calibration: np.ndarray | None = None,
+def convert(model, mode: str = "fp32", calibration: np.ndarray | dict | None = None,
             sparse: bool = False) -> bytes:
     """Convert a tf_keras model to a TFLite flatbuffer in `mode` (see MODES).
 
+    `calibration`: int8/int16x8 representative inputs, an array or {input name: array}.
     `sparse` adds EXPERIMENTAL_SPARSITY so pruned weights are stored in a sparse format.
     A model that went through quantization-aware training converts to int8 with `mode="int8"`.
     """
@@ -122,7 +131,9 @@ def op_counts(path: str | Path) -> dict[str, int]:
     return dict(sorted(Counter(op["op_name"] for op in ops).items()))
 
 
-def predict(path: str | Path, x: np.ndarray, threads: int = 2) -> np.ndarray:
+def predict(path: str | Path, x: np.ndarray | dict, threads: int = 2):
+    """The .tflite's outputs for `x` (an array, or {input name: array}): an array, or a tuple
+    in the file's output order for several outputs (`edge_runner` Runner.predict)."""
     from edge_runner.backends import load
 
     return load(path, threads=threads).predict(x)

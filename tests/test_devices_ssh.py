@@ -160,7 +160,7 @@ def test_verify_on_device_and_wrong_golden_fails(lab, ready, models, tmp_path):
     assert v["passed"] is True and v["n"] == 16 and v["max_abs_diff"] < 1e-5
     assert v["argmax_agreement"] == 1.0 and v["backend"] == "tflite-runtime"
     # A golden that does not match (another model's answers): the profile fails.
-    from edge_runner.verify import write_golden
+    from edge_runner.golden import write_golden
 
     x = models["x"]
     wrong = write_golden(tmp_path / "wrong.npz", x, np.roll(np.load(models["golden"])["outputs"], 1, axis=1))
@@ -385,3 +385,34 @@ def test_recipe_profile_stage_on_boards_with_verification_and_gates(lab, ready, 
         engine.run(recipe.parse(tight), run_dir, recipe_text=tight)
     assert str(e.value).startswith("gate failed: 01_export/model_int8.tflite on b: p50 latency ")
     assert str(e.value).endswith(" ms > max_latency_ms 1e-06")
+
+
+def test_multi_input_multi_output_model_verified_on_the_board(lab, ready, tmp_path):
+    """A two-input, two-output tf_keras model converted with pipeline.tflite (fp32, and int8 with
+    calibration for both inputs), a named golden from the host, and each output checked on the
+    board against its own tolerance; a golden wrong in one head fails naming that head."""
+    from edge_runner.golden import read_golden, write_golden
+    from pipeline import tflite
+    from tests.helpers import multi_io_data, multi_io_model
+
+    model, data = multi_io_model(), multi_io_data(16)
+    for mode in ("fp32", "int8"):
+        path = tmp_path / f"multi {mode}.tflite"
+        path.write_bytes(tflite.convert(model, mode, data if mode == "int8" else None))
+        g = host_golden(path, data, tmp_path / f"golden {mode}.npz", mode)
+        r = _cli("profile", path, "--device", "a", "--devices", lab["inv"], "--golden", g,
+                 *sum(([f"--{k.replace('_', '-')}", v] for k, v in FAST.items()), []))
+        assert r.exit_code == 0, r.output
+        v = json.loads(r.stdout)["devices"]["a"]["verify"]
+        assert v["passed"] is True and v["backend"] == "tflite-runtime" and v["mode"] == mode
+        assert set(v["outputs"]) == {"klass", "value"} and v["n"] == 16
+        assert v["outputs"]["klass"]["argmax_agreement"] == 1.0
+        assert v["outputs"]["value"]["argmax_agreement"] is None
+    gold = read_golden(g)
+    wrong = write_golden(tmp_path / "wrong.npz", gold["inputs"],
+                         {**gold["outputs"], "value": gold["outputs"]["value"] + 1.0}, "int8")
+    r = _cli("profile", path, "--device", "a", "--devices", lab["inv"], "--golden", wrong,
+             "--min-runs", 5, "--min-seconds", 0)
+    assert r.exit_code == 2 and "a" in json.loads(r.stdout)["errors"]
+    assert "multi int8.tflite computes wrong answers on the device (verification failed: " \
+           "output 'value': max abs difference" in r.stderr

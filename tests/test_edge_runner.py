@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_runner import backends, bench, cli, sysinfo, verify
+from edge_runner import backends, bench, cli, golden, sysinfo, verify
 from edge_runner.errors import RunnerError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -288,7 +288,7 @@ def goldens(edge_models):
     for mode in ("fp32", "int8"):
         outputs = backends.load(edge_models[mode]).predict(edge_models["x"])
         out[mode] = edge_models["dir"] / f"golden_{mode}.npz"
-        verify.write_golden(out[mode], edge_models["x"], outputs, quantization=mode)
+        golden.write_golden(out[mode], edge_models["x"], outputs, quantization=mode)
     return out
 
 
@@ -304,7 +304,7 @@ def test_verify_passes_on_right_golden(edge_models, goldens):
 def test_golden_file_mode_follows_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        verify.write_golden(tmp_path / "g.npz", np.zeros((2, 3)), np.ones((2, 4)))
+        golden.write_golden(tmp_path / "g.npz", np.zeros((2, 3)), np.ones((2, 4)))
     finally:
         os.umask(old)
     assert (tmp_path / "g.npz").stat().st_mode & 0o777 == 0o640
@@ -312,9 +312,9 @@ def test_golden_file_mode_follows_the_umask(tmp_path):
 
 
 def test_verify_fails_on_perturbed_golden(edge_models, goldens, tmp_path):
-    g = verify.read_golden(goldens["fp32"])
+    g = golden.read_golden(goldens["fp32"])
     nudged = tmp_path / "nudged.npz"
-    verify.write_golden(nudged, g["inputs"], g["outputs"] + 1e-3, "fp32")
+    golden.write_golden(nudged, g["inputs"], g["outputs"] + 1e-3, "fp32")
     r = verify.verify(edge_models["fp32"], nudged)
     assert not r["passed"] and r["argmax_agreement"] == 1.0
     assert r["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
@@ -322,16 +322,16 @@ def test_verify_fails_on_perturbed_golden(edge_models, goldens, tmp_path):
     assert verify.verify(edge_models["fp32"], nudged, atol=2e-3)["passed"]
     # wrong labels: outputs rolled by one class -> argmax never agrees
     rolled = tmp_path / "rolled.npz"
-    verify.write_golden(rolled, g["inputs"], np.roll(g["outputs"], 1, axis=1), "fp32")
+    golden.write_golden(rolled, g["inputs"], np.roll(g["outputs"], 1, axis=1), "fp32")
     r = verify.verify(edge_models["fp32"], rolled, atol=1.0)
     assert not r["passed"] and r["argmax_agreement"] < 0.2
     assert r["reasons"] == [f"argmax agreement {r['argmax_agreement']:.4f} < 1.0"]
 
 
 def test_verify_int8_golden_from_keras_needs_looser_mode(edge_models, tmp_path):
-    golden = tmp_path / "keras.npz"
-    verify.write_golden(golden, edge_models["x"], edge_models["keras"], "int8")
-    r = verify.verify(edge_models["int8"], golden)
+    keras_golden = tmp_path / "keras.npz"
+    golden.write_golden(keras_golden, edge_models["x"], edge_models["keras"], "int8")
+    r = verify.verify(edge_models["int8"], keras_golden)
     assert r["argmax_agreement"] >= 0.9 and r["max_abs_diff"] < 0.1
 
 
@@ -342,14 +342,15 @@ def test_verify_bad_golden_files(edge_models, tmp_path):
     with pytest.raises(RunnerError) as err:
         verify.verify(edge_models["fp32"], tmp_path / "half.npz")
     assert str(err.value) == (f"Golden file {tmp_path / 'half.npz'} has no outputs array. "
-                              "Expected arrays: inputs, outputs (and optionally quantization).")
-    verify.write_golden(tmp_path / "wide.npz", edge_models["x"], np.zeros((64, 3)))
+                              "Expected arrays: inputs, outputs (or inputs__NAME, outputs__NAME "
+                              "per input and output), optionally quantization.")
+    golden.write_golden(tmp_path / "wide.npz", edge_models["x"], np.zeros((64, 3)))
     with pytest.raises(RunnerError) as err:
         verify.verify(edge_models["fp32"], tmp_path / "wide.npz")
     assert str(err.value) == ("Golden outputs have shape (64, 3) but the model gives (64, 10): "
                               "the golden file is not for this model.")
     with pytest.raises(RunnerError) as err:
-        verify.write_golden(tmp_path / "m.npz", edge_models["x"], edge_models["keras"], "int9")
+        golden.write_golden(tmp_path / "m.npz", edge_models["x"], edge_models["keras"], "int9")
     assert str(err.value) == ('Unknown quantization mode "int9" (did you mean "int8"?). '
                               "Expected one of: fp32, float16, dynamic, int8, int16x8.")
 
@@ -453,9 +454,9 @@ def test_cli_forced_missing_backend_subprocess(edge_models):
 def test_cli_verify_exit_codes(edge_models, goldens, tmp_path, capsys):
     assert cli.main(["verify", str(edge_models["int8"]), str(goldens["int8"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passed"] is True
-    g = verify.read_golden(goldens["fp32"])
+    g = golden.read_golden(goldens["fp32"])
     bad = tmp_path / "bad.npz"
-    verify.write_golden(bad, g["inputs"], g["outputs"] * 0.5, "fp32")
+    golden.write_golden(bad, g["inputs"], g["outputs"] * 0.5, "fp32")
     assert cli.main(["verify", str(edge_models["fp32"]), str(bad)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAIL  ") and "  - max abs difference" in out

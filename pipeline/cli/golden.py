@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import click
 
-from pipeline.cli.common import data_option, dataset_for_model
+from pipeline.cli.common import data_option, load_data
 
 
 @click.command()
@@ -25,14 +24,16 @@ def golden(model_path, data, samples, out, seed, as_json) -> None:
     .npz; `edge-runner verify MODEL.tflite GOLDEN.npz` on a board then checks that the board
     computes the same answers."""
     from edge_runner.backends import load
+    from edge_runner.tensors import image_layout
     from pipeline import tflite
     from pipeline.devices.golden import host_golden
 
     path = tflite.check_file(model_path)
-    io = load(path).describe()
-    shapes = SimpleNamespace(input_shape=(None, *io["inputs"][0]["shape"][1:]),
-                             output_shape=(None, *io["outputs"][0]["shape"][1:]))
-    ds = dataset_for_model(data, shapes, seed=seed)
+    spec = load(path).describe()["inputs"]
+    # images come at the size and channels of the model's (first) input; what is left (channel
+    # axis, flattening, dtype) edge_runner.tensors.fit does
+    layout = image_layout(spec[0]["shape"][1:])
+    ds = load_data(data, layout[:2] if layout else None, layout[2] if layout else None, seed)
     x = ds.x_test[:samples]
     target = Path(out) if out else path.with_name(path.stem + "_golden.npz")
     try:

@@ -39,5 +39,5 @@ def deploy_model(ssh: SSH, model: str | os.PathLike) -> dict:
 
 
 def deploy_golden(ssh: SSH, golden: str | os.PathLike) -> dict:
-    """Deploy a golden .npz written by `edge_runner.verify.write_golden`."""
+    """Deploy a golden .npz written by `edge_runner.golden.write_golden`."""
     return deploy_file(ssh, golden, "golden", ".npz")
