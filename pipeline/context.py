@@ -28,6 +28,7 @@ class StageContext:
     stage_dir: str  # e.g. "02_export": where out_dir will land, for artifact paths
     recipe: "Recipe"
     previous: list[StageRecord] = field(default_factory=list)
+    options: Any = None  # how to run, not what to make (nas: a Distribution); not fingerprinted
     _dataset: Any = None
     _loaded_from: str | None = None  # see model_source
 

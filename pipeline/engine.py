@@ -140,8 +140,12 @@ def _preflight(recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
-        force: bool = False, recipe_text: str | None = None) -> list[StageRecord]:
-    """Run (or resume) the recipe in `run_dir`. Returns every stage's record."""
+        force: bool = False, recipe_text: str | None = None,
+        options: dict[str, Any] | None = None) -> list[StageRecord]:
+    """Run (or resume) the recipe in `run_dir`. Returns every stage's record.
+
+    `options`: stage name → how that stage runs (`ctx.options`), e.g. {"nas": Distribution(...)};
+    they change how a stage works, not what it makes, so they are not part of fingerprints."""
     run_dir = Path(run_dir)
     _preflight(recipe)
     start_at = 0 if force else _resolve_from(recipe, from_stage)
@@ -171,6 +175,7 @@ def run(recipe: Recipe, run_dir: str | Path, *, from_stage: str | None = None,
             tmp = make_temp_dir(run_dir, f".{p.dir_name}.tmp-")  # umask mode, not 0700
             ctx = StageContext(run_dir=run_dir, out_dir=tmp, stage_dir=p.dir_name,
                                recipe=recipe, previous=list(records),
+                               options=(options or {}).get(p.name),
                                _dataset=ctx_shared.get("dataset"))
             stage = cls()
             log.info("[%s] running", p.dir_name)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import engine, recipe
-from pipeline.compress.search import tuner as tuner_lib
+from pipeline.search import tuner as tuner_lib
 from pipeline.errors import UserError
 
 pytestmark = pytest.mark.slow

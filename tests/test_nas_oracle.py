@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from pipeline.compress import search as S
-from pipeline.compress.search import distribute as D
-from pipeline.compress.search.tuner import EdgeTuner, TrialSettings
+from pipeline import search as S
+from pipeline.search import distribute as D
+from pipeline.search.tuner import EdgeTuner, TrialSettings
 from pipeline.errors import UserError
 
 SPACE = {"num_stages": 2, "width": [0.25, 0.5, 0.75], "blocks": {"min": 0, "max": 2,

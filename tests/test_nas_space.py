@@ -74,7 +74,7 @@ def test_defaults_and_canonical_space():
 
 
 def test_space_to_hyperparameters_and_zoo_options():
-    from pipeline.compress.search import space as S
+    from pipeline.search import space as S
 
     cfg = _parse("space: {num_stages: 2, width: [0.25, 0.5], resolution: [4, 8], "
                  "learning_rate: 0.01}").stages[0].config
@@ -101,7 +101,7 @@ def test_space_to_hyperparameters_and_zoo_options():
 
 
 def test_resolution_must_fit_the_data():
-    from pipeline.compress.search.space import check_resolution
+    from pipeline.search.space import check_resolution
 
     check_resolution({"resolution": [4, 8]}, (8, 8, 1))
     with pytest.raises(ValueError, match=r"^Expected resolution <= the dataset's input size 8x8\. "
@@ -110,7 +110,7 @@ def test_resolution_must_fit_the_data():
 
 
 def test_score_ranks_every_infeasible_trial_below_every_feasible_one():
-    from pipeline.compress.search.tuner import TrialSettings, score, violations
+    from pipeline.search.tuner import TrialSettings, score, violations
 
     s = TrialSettings(max_latency_ms=1.0, max_size_kb=10.0)
     ok = {"val_accuracy": 0.1, "latency_ms": 0.9, "size_kb": 9.0, "params": 5.0}
@@ -125,7 +125,7 @@ def test_score_ranks_every_infeasible_trial_below_every_feasible_one():
 
 
 def test_pareto_front():
-    from pipeline.compress.search.pareto import front, plot_png
+    from pipeline.search.pareto import front, plot_png
 
     pts = [{"trial_id": str(i), "latency_ms": lat, "val_accuracy": acc, "feasible": lat < 3}
            for i, (lat, acc) in enumerate([(1, 0.5), (2, 0.9), (2, 0.7), (3, 0.9), (4, 0.95),

@@ -109,18 +109,19 @@ def nas(recipe_file: str, role: str | None, address: str | None, workers: int,
 
 def _chief(r, recipe_file: str, run_dir: Path, address: str, workers: int, timeout: float):
     from pipeline import engine
-    from pipeline.compress.search.distribute import parse_address
-    from pipeline.stages.nas import distributed
+    from pipeline.search.distribute import parse_address
+    from pipeline.stages.nas import Distribution
 
     parse_address(address)
-    with distributed(workers=workers, bind=address, timeout=timeout):
-        records = engine.run(r, run_dir, recipe_text=Path(recipe_file).read_text())
+    records = engine.run(r, run_dir, recipe_text=Path(recipe_file).read_text(),
+                         options={"nas": Distribution(workers=workers, bind=address,
+                                                      timeout=timeout)})
     click.echo(f"done: {len(records)} stages in {run_dir}")
 
 
 def _worker(r, index: int, run_dir: Path, address: str, name: str, timeout: float,
             threads: int | None):
-    from pipeline.compress.search.distribute import parse_address
+    from pipeline.search.distribute import parse_address
 
     parse_address(address)
     if threads:
@@ -128,7 +129,7 @@ def _worker(r, index: int, run_dir: Path, address: str, name: str, timeout: floa
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from pipeline.compress.search import run_worker
+    from pipeline.search import run_worker
     from pipeline.data import load_dataset
     from pipeline.stages.nas import check_data, project_dir, search_spec
 

@@ -20,19 +20,22 @@ def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
         workers: int) -> None:
     """Run a recipe; stages already done with the same fingerprint are skipped."""
     from pipeline import engine, recipe as recipes
-    from pipeline.stages.nas import distributed
 
     r = recipes.load(recipe_file)
-    if workers and not any(s.name == "nas" for s in r.stages):
+    options = {}
+    if workers:
         from pipeline.errors import UserError
+        from pipeline.stages.nas import Distribution
 
-        raise UserError(f"--workers {workers}: {recipe_file} has no nas stage to distribute; "
-                        f"drop --workers or add a nas stage")
+        if not any(s.name == "nas" for s in r.stages):
+            raise UserError(f"--workers {workers}: {recipe_file} has no nas stage to distribute; "
+                            f"drop --workers or add a nas stage")
+        options["nas"] = Distribution(workers=workers)
     run_dir = Path(out or Path("runs") / r.name)
     before = {d.name: _manifest_id(d) for d in (run_dir.iterdir() if run_dir.is_dir() else ())}
-    with distributed(workers=workers):
-        records = engine.run(r, run_dir, from_stage=from_stage, force=force,
-                             recipe_text=Path(recipe_file).read_text())
+    records = engine.run(r, run_dir, from_stage=from_stage, force=force,
+                         recipe_text=Path(recipe_file).read_text(),
+                         options=options)
     # a stage that ran committed a new manifest file; a skipped one kept its old one
     kept = sum(1 for rec in records
                if (old := before.get(rec.dir.name)) is not None and old == _manifest_id(rec.dir))

@@ -20,14 +20,13 @@ machines (see pipeline/cli/nas.py).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.stages.base import Stage, StageResult
@@ -36,28 +35,15 @@ from pipeline.stages.nas_config import NasConfig
 SEARCH_DIR = ".nas"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Distribution:
-    """How the stage searches: in process (default), or as a chief."""
+    """How the stage searches: in process (default), or as a chief. Not a recipe setting (the
+    same search runs either way): the CLI's --workers / --chief hand it to the engine as the
+    stage's run options (`engine.run(..., options={"nas": Distribution(...)})`)."""
 
     workers: int = 0  # worker processes the chief starts on this host
     bind: str | None = None  # chief address for workers on other hosts ("HOST:PORT")
     timeout: float = 60.0  # workers: deadline of each call to the chief; chief: part of the lease
-
-
-_DIST = Distribution()
-
-
-@contextlib.contextmanager
-def distributed(workers: int = 0, bind: str | None = None,
-                timeout: float = 60.0) -> Iterator[None]:
-    """Within this block, nas stages search as a chief (the CLI's --workers / --chief)."""
-    global _DIST
-    old, _DIST = _DIST, Distribution(workers, bind, timeout)
-    try:
-        yield
-    finally:
-        _DIST = old
 
 
 def resolved_constraints(recipe, cfg: NasConfig) -> dict[str, float | None]:
@@ -79,7 +65,7 @@ def search_key(recipe, cfg: NasConfig) -> str:
 
 
 def search_spec(recipe, cfg: NasConfig):
-    from pipeline.compress.search import SearchSpec, TrialSettings
+    from pipeline.search import SearchSpec, TrialSettings
 
     c = resolved_constraints(recipe, cfg)
     settings = TrialSettings(
@@ -100,7 +86,7 @@ def project_dir(run_dir: Path, key: str) -> Path:
 
 
 def check_data(cfg: NasConfig, input_shape) -> None:
-    from pipeline.compress.search.space import check_resolution
+    from pipeline.search.space import check_resolution
 
     if len(input_shape) != 3:
         raise UserError(f"nas searches image models (NHWC); the dataset's samples have shape "
@@ -117,7 +103,7 @@ def _local_workers(ctx, project: Path, count: int, timeout: float):
     chief's own recipe (same settings, same search key) before any worker starts."""
     from pipeline import recipe as recipes
     from pipeline.artifacts import atomic_write_text
-    from pipeline.compress.search.distribute import LocalWorker, worker_env
+    from pipeline.search.distribute import LocalWorker, worker_env
 
     recipe_file = project / "recipe.yaml"
     text = ctx.recipe.to_yaml()
@@ -169,7 +155,7 @@ class Nas(Stage):
 
     def run(self, ctx, cfg: NasConfig) -> StageResult:
         from pipeline.artifacts import atomic_write_json
-        from pipeline.compress import search as S
+        from pipeline import search as S
 
         ds = ctx.dataset()
         check_data(cfg, ds.input_shape)
@@ -177,9 +163,9 @@ class Nas(Stage):
         project = project_dir(ctx.run_dir, spec.key)
         project.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        dist = _DIST
+        dist = ctx.options or Distribution()
         if dist.workers or dist.bind:
-            from pipeline.compress.search.distribute import lease_for
+            from pipeline.search.distribute import lease_for
 
             oracle = S.run_chief(spec, project, dist.bind or "127.0.0.1:0",
                                  _local_workers(ctx, project, dist.workers, dist.timeout),
@@ -234,7 +220,7 @@ class Nas(Stage):
     @staticmethod
     def _plot(ctx, cfg, done, pareto, limits, best_id) -> None:
         from pipeline.artifacts import atomic_write_bytes, atomic_write_json
-        from pipeline.compress import search as S
+        from pipeline import search as S
 
         atomic_write_json(ctx.out_dir / "pareto.json", {
             "x": "latency_ms", "y": "val_accuracy", "constraints": limits,
@@ -247,7 +233,7 @@ class Nas(Stage):
     def _final(ctx, cfg, spec, oracle, top, project):
         """Train the top candidates on (final_epochs) and keep the best on validation.
         Returns (trial, model, [{trial, val_accuracy, val_loss}] of the candidates)."""
-        from pipeline.compress import search as S
+        from pipeline import search as S
         from pipeline.training import FitConfig, fit
 
         ds = ctx.dataset()

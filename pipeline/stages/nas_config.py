@@ -1,6 +1,6 @@
 """The `nas` stage's recipe settings, validated: search space, oracle, budget, constraints.
 
-Kept apart from pipeline/compress/search (whose import pulls TensorFlow and TF-MOT) so a recipe
+Kept apart from pipeline/search (whose import pulls keras-tuner and TensorFlow) so a recipe
 is checked in a blink. Each hyperparameter of `space:` is a value (fixed), a list (choices) or
 a range `{min, max, step, sampling}`; `blocks` and `kernel` are searched per stage.
 """
@@ -135,7 +135,7 @@ class SearchSpace(BaseModel):
         return None if v is None else check_spec(info.field_name, v)
 
     def plain(self) -> dict[str, Any]:
-        """The canonical dict form pipeline.compress.search works on."""
+        """The canonical dict form pipeline.search works on."""
         out: dict[str, Any] = {"num_stages": self.num_stages}
         for name in DOMAINS:
             v = getattr(self, name)

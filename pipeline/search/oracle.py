@@ -91,7 +91,7 @@ class EdgeOracleMixin:
             self.ran_by.setdefault(trial.trial_id, []).append(tuner_id)
             self._started[trial.trial_id] = time.time()
             self.save()
-            from pipeline.compress.search.space import describe
+            from pipeline.search.space import describe
 
             log.info("[nas] trial %s started on %s: %s", trial.trial_id, tuner_id,
                      describe(trial.hyperparameters.values, self.num_stages))

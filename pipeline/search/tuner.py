@@ -26,7 +26,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src.engine.trial import TrialStatus
 
-from pipeline.compress.search import space as S
+from pipeline.search import space as S
 
 log = logging.getLogger("edgepipe")
 

@@ -1,5 +1,9 @@
 """Hardware-aware architecture search on Keras Tuner: local, chief or worker; resumable.
 
+The orchestration the `nas` stage drives (it writes a project folder, serves gRPC, starts
+processes), beside the stages rather than in `pipeline.compress`; `space` and `pareto` are the
+pure pieces (no files, no processes).
+
     space.py       the space → HyperParameters → zoo.mobilenet options
     oracle.py      random / bayesian / hyperband oracles + time limit, progress, safe resume
     tuner.py       EdgeTuner.run_trial: build, train, convert, time on this host, score
@@ -19,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.compress.search import space as space_lib
-from pipeline.compress.search.oracle import (FINISHED, best_trial, last_line, make_oracle,
+from pipeline.search import space as space_lib
+from pipeline.search.oracle import (FINISHED, best_trial, last_line, make_oracle,
                                              metrics_of, open_project, top_trials)
-from pipeline.compress.search.pareto import front, plot_png
-from pipeline.compress.search.tuner import EdgeTuner, TrialSettings, measure, train_candidate
+from pipeline.search.pareto import front, plot_png
+from pipeline.search.tuner import EdgeTuner, TrialSettings, measure, train_candidate
 
 log = logging.getLogger("edgepipe")
 
@@ -87,7 +91,7 @@ def run_chief(spec: SearchSpec, project: Path, bind: str,
     """Serve the oracle at `bind`; `local_workers(address)` starts LocalWorkers on this host.
     A worker silent for `lease` seconds (default `distribute.lease_for()`) loses its trial to
     the others. Returns the oracle once the search is over."""
-    from pipeline.compress.search.distribute import Chief, lease_for
+    from pipeline.search.distribute import Chief, lease_for
 
     oracle = open_oracle(spec, project)
     if budget_spent(oracle):
@@ -110,7 +114,7 @@ def run_worker(spec: SearchSpec, dataset, project: Path, address: str, tuner_id:
     """Run trials for the chief at `address` until it says stop, telling it every `heartbeat`
     seconds (default `distribute.HEARTBEAT_S`) that this worker lives. Returns the trial ids
     run."""
-    from pipeline.compress.search import distribute as D
+    from pipeline.search import distribute as D
 
     os.environ.update(D.worker_env(address, tuner_id))  # keras-tuner's worker switch
     tuner = EdgeTuner(spec.new_oracle(), spec.settings, directory=project.parent,
