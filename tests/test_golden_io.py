@@ -17,6 +17,7 @@ from edge_runner.errors import RunnerError
 from pipeline.cli import main
 from pipeline.devices.golden import host_golden
 from tests.helpers import multi_io_data, multi_io_model
+from tests.tiny_tflite import mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +31,8 @@ def _digits(size: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """.tflite files converted here from tiny tf_keras models: a multi-input, multi-output model
-    (fp32 and int8 with int8 I/O) and single-input models of layouts other apps use."""
+    """.tflite files made here: a tiny tf_keras multi-input, multi-output model (fp32, and int8
+    with int8 I/O), and single-input models of the layouts other apps use."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -43,19 +44,17 @@ def made(tmp_path_factory):
     (out / "multi.tflite").write_bytes(tflite.convert(multi))
     (out / "multi_int8.tflite").write_bytes(tflite.convert(multi, "int8", data))
 
-    def dense(shape, seed=0):
-        keras.utils.set_random_seed(seed)
-        x = keras.Input(shape)
-        y = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
-        return keras.Model(x, y)
-
-    calib = _digits(28)[:50]
-    layouts = {"hw": (28, 28), "flat": (784,), "hwc": (28, 28, 1), "vec10": (10,)}
+    # float layouts other apps use, written straight as flatbuffers (no signature: tensor names);
+    # the same seed gives the same weights, so all four compute the same function of 784 pixels
+    layouts = {"hw": (1, 28, 28), "flat": (1, 784), "hwc": (1, 28, 28, 1), "vec10": (1, 10)}
     for name, shape in layouts.items():
-        files[name] = dense(shape)
-        (out / f"{name}.tflite").write_bytes(tflite.convert(files[name]))
-    (out / "int8.tflite").write_bytes(tflite.convert(files["hwc"], "int8", calib))
-    conv = tf.lite.TFLiteConverter.from_keras_model(files["hwc"])  # an app's uint8 image input
+        (out / f"{name}.tflite").write_bytes(mlp(shape, (10,), seed=3))
+    keras.utils.set_random_seed(0)
+    x = keras.Input((28, 28, 1))
+    hwc = keras.Model(x, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
+    calib = _digits(28)[:50]
+    (out / "int8.tflite").write_bytes(tflite.convert(hwc, "int8", calib))
+    conv = tf.lite.TFLiteConverter.from_keras_model(hwc)  # an app's uint8 image input
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -228,16 +227,15 @@ def test_golden_cli_fits_the_files_own_input(made, tmp_path, layout):
     g = golden.read_golden(out)
     assert g["inputs"].shape == (8, *detail["shape"][1:]) and g["inputs"].dtype == detail["dtype"]
     images = _digits(28)[:8]  # what the golden's inputs are: digits at 28 x 28, fitted
-    model = made["hwc" if layout in ("int8", "uint8") else layout]
     scale, zero = detail["quantization"]
     if scale:  # int8/uint8: the file's own scale and zero point (digits are in [0, 1])
         assert scale == pytest.approx(1 / 255, rel=0.05)
         floats = (g["inputs"].astype(np.float32) - zero) * scale
-        np.testing.assert_allclose(floats, images, atol=scale / 2 + 1e-6)
-    else:
+        np.testing.assert_allclose(floats.reshape(images.shape), images, atol=scale / 2 + 1e-6)
+    else:  # the same pixels in the file's layout: the same answers as the NHWC file gives
         np.testing.assert_allclose(g["inputs"].reshape(images.shape), images, atol=1e-6)
-        want = model.predict(images.reshape(8, *model.input_shape[1:]), verbose=0)
-        np.testing.assert_allclose(g["outputs"], want, atol=1e-5)
+        want = backends.load(made["dir"] / "hwc.tflite").predict(images)
+        np.testing.assert_allclose(g["outputs"], want, atol=1e-6)
     assert verify.verify(path, out)["passed"]
 
 
@@ -321,3 +319,20 @@ def test_edge_runner_still_imports_no_tensorflow():
     code = ("import sys, edge_runner.tensors, edge_runner.golden, edge_runner.verify; "
             "sys.exit('tensorflow' in sys.modules or 'pipeline' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=str(ROOT)).returncode == 0
+
+
+def test_verify_fits_a_golden_in_another_layout_and_profile_takes_any_layout(made, tmp_path):
+    """A golden of 28 x 28 x 1 images for the [1, 28, 28] and [1, 784] files (an npz of real
+    images as a user has them): verify fits the inputs; `edgepipe profile` times any layout."""
+    images = _digits(28)[:8]
+    for layout in ("hw", "flat", "uint8"):
+        path = made["dir"] / f"{layout}.tflite"
+        want = backends.load(path).predict(tensors.fit(images, backends.load(path).input_details[0]))
+        g = golden.write_golden(tmp_path / f"{layout}.npz", images, want)
+        r = verify.verify(path, g)
+        assert r["passed"] and r["max_abs_diff"] == 0, r
+        r = CliRunner().invoke(main, ["profile", str(path), "--min-runs", "3", "--min-seconds",
+                                      "0", "--warmup", "0", "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["io"]["inputs"][0]["shape"][1:] == \
+            list(backends.load(path).input_details[0]["shape"][1:])
