@@ -359,7 +359,7 @@ def test_cli_list_and_unknown_device(inv_path, tmp_path):
 
 
 def test_remote_command_lines_are_quoted_joins():
-    from pipeline.devices.setup import remote_runner
+    from pipeline.devices.runner import remote_runner
 
     d = Device(host="h", workdir="/w $(x)/ 'q'")
     argv = remote_runner(d, "bench", "/w $(x)/ 'q'/models/abc.tflite", "--json")

@@ -24,7 +24,8 @@ from pipeline.devices import load_inventory, remote
 from pipeline.devices.deploy import deploy_model
 from pipeline.devices.fleet import ModelJob, Options, profile_device, profile_fleet
 from pipeline.devices.golden import host_golden
-from pipeline.devices.setup import read_state, runner_package, setup_device
+from pipeline.devices.runner import read_state, runner_package
+from pipeline.devices.setup import setup_device
 from pipeline.devices.transport import SSH
 from pipeline.errors import DeviceError
 from tests.conftest import require

@@ -7,12 +7,13 @@ mid-run, wrong answers — is reported in `errors` and loses no other board's re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pipeline.devices import remote
 from pipeline.devices.deploy import deploy_golden, deploy_model
@@ -141,14 +142,24 @@ def profile_model(ssh: SSH, job: ModelJob, opts: Options) -> dict:
                         "bench": round(t_end - t_verify, 4), "total": round(t_end - t0, 4)}}
 
 
+@contextlib.contextmanager
+def ready_board(device: Device, *, accept_new: bool, command_timeout: float | None,
+                deadline: Deadline, say: Callable[[str], None] = lambda m: None) -> Iterator[SSH]:
+    """One SSH connection to a board that is set up (its runner refreshed when it differs from
+    this host's): what every job on a board starts with."""
+    with SSH(device, accept_new=accept_new, command_timeout=command_timeout,
+             deadline=deadline) as ssh:
+        ensure_ready(ssh, say)
+        yield ssh
+
+
 def profile_device(device: Device, jobs: Sequence[ModelJob], opts: Options,
                    deadline: Deadline | None = None,
                    say: Callable[[str], None] = lambda m: None) -> dict:
     """Every job on one board, over one SSH connection."""
     t0 = time.monotonic()
-    with SSH(device, accept_new=opts.accept_new, command_timeout=opts.command_timeout,
-             deadline=deadline or Deadline(opts.deadline)) as ssh:
-        ensure_ready(ssh, say)
+    with ready_board(device, accept_new=opts.accept_new, command_timeout=opts.command_timeout,
+                     deadline=deadline or Deadline(opts.deadline), say=say) as ssh:
         models = {}
         for job in jobs:
             r = profile_model(ssh, job, opts)

@@ -8,7 +8,7 @@ import json
 import zipfile
 from functools import lru_cache
 
-from pipeline.devices.setup import read_state, remote_runner, runner_files
+from pipeline.devices.runner import read_state, remote_runner, runner_files
 from pipeline.devices.transport import SSH, Result
 from pipeline.errors import DeviceError
 

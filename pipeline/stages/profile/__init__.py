@@ -8,6 +8,7 @@ from pydantic import Field, PositiveFloat, field_validator
 
 from pipeline import gates
 from pipeline.stages.base import Stage, StageConfig, StageResult
+from pipeline.stages.profile.targets import check_target, limit_for, unknown_limit_key
 
 
 class ProfileConfig(StageConfig):
@@ -35,8 +36,6 @@ class ProfileConfig(StageConfig):
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: list[str]) -> list[str]:
-        from pipeline.devices.targets import check_target
-
         return [check_target(t) for t in v]
 
     @field_validator("max_latency_ms")
@@ -44,8 +43,6 @@ class ProfileConfig(StageConfig):
     def _limit_keys(cls, v, info):
         """Keys must be targets; one that may be a board of a tag target waits for the inventory
         (checked when the stage starts)."""
-        from pipeline.devices.targets import unknown_limit_key
-
         targets = info.data.get("targets")
         why = unknown_limit_key(v, targets) if isinstance(v, dict) and targets else None
         if why:
@@ -85,27 +82,40 @@ class Profile(Stage):
     def run(self, ctx, cfg: ProfileConfig) -> StageResult:
         from edge_runner.bench import benchmark
 
-        from pipeline.devices.targets import board_devices, limit_for, profile_devices
+        from pipeline.stages.profile.boards import board_devices, profile_boards
 
         devices = board_devices(ctx, cfg)  # unknown boards and limit keys fail before any timing
-        limit = limit_for(cfg.max_latency_ms, "host", fallback=ctx.recipe.gates.max_latency_ms)
         latency: dict[str, dict] = {}
         breaches: list[str] = []
+
+        def record(target: str, tags, path: str, t: int, first: bool, s: dict,
+                   note: str = "") -> None:
+            """One measurement, host's or a board's: the table, the log, the gate (on the
+            first thread count)."""
+            latency.setdefault(path, {})[latency_key(target, t, first)] = s
+            ctx.log("[profile] %-40s %s %dt  p50 %.3f ms  p90 %.3f ms  cv %.3f%s", path, target, t,
+                    s["p50"], s["p90"], s["cv"], note)
+            for w in s["warnings"]:
+                ctx.log("[profile] %-40s %s %dt  warning: %s", path, target, t, w)
+            if first:
+                limit = limit_for(cfg.max_latency_ms, target, tags,
+                                  fallback=ctx.recipe.gates.max_latency_ms)
+                breaches.extend(gates.check_latency(limit, f"{path} on {target}", s["p50"]))
+
         for art in ctx.tflite_artifacts() if "host" in cfg.targets else []:
             for i, t in enumerate(cfg.threads):
                 b = benchmark(ctx.path(art), threads=t, warmup=cfg.warmup, min_runs=cfg.min_runs,
                               min_seconds=cfg.min_seconds)
-                s = summarize(b)
-                latency.setdefault(art.path, {})[latency_key("host", t, i == 0)] = s
-                ctx.log("[profile] %-40s host %dt  p50 %.3f ms  p90 %.3f ms  cv %.3f",
-                        art.path, t, s["p50"], s["p90"], s["cv"])
-                for w in s["warnings"]:
-                    ctx.log("[profile] %-40s host %dt  warning: %s", art.path, t, w)
-                if i == 0:
-                    breaches += gates.check_latency(limit, f"{art.path} on host", s["p50"])
-        boards, more, errors = profile_devices(ctx, cfg, summarize, latency_key,
-                                               ctx.recipe.gates.max_latency_ms, devices)
-        for path, per_target in boards.items():
-            latency.setdefault(path, {}).update(per_target)
-        gates.raise_breaches(breaches + more)
+                record("host", (), art.path, t, i == 0, summarize(b))
+        rows, errors = profile_boards(ctx, cfg, devices)
+        for d, path, t, r in rows:
+            s = {**summarize(r["bench"]), "backend_version": r["bench"].get("backend_version"),
+                 "sha256": r["sha256"]}
+            if r.get("verify"):
+                v = r["verify"]
+                s["verify"] = {k: v.get(k) for k in ("passed", "max_abs_diff", "argmax_agreement",
+                                                     "tolerance", "mode", "n")}
+            record(d.name, d.tags, path, t, t == cfg.threads[0], s,
+                   "  verified" if s.get("verify") else "")
+        gates.raise_breaches(breaches)
         return StageResult([], {"latency_ms": latency, **({"target_errors": errors} if errors else {})})
