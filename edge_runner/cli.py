@@ -1,6 +1,6 @@
 """`edge-runner` command line (argparse only: boards have no click).
 
-  edge-runner bench MODEL.tflite [--threads N --warmup N --min-runs N --min-seconds S
+  edge-runner bench MODEL.tflite [MODEL.tflite ...] [--threads N --warmup N --min-runs N --min-seconds S
                                    --max-seconds S --cooldown S --repeats N --backend B
                                    --no-xnnpack --json]
   edge-runner verify MODEL.tflite GOLDEN.npz [--atol X --output-atol NAME=X --mode M --threads N
@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     bench = sub.add_parser("bench", help="time a model (warm-up, min runs/seconds, percentiles)")
-    bench.add_argument("model", metavar="MODEL", help=".tflite file")
+    bench.add_argument("model", metavar="MODEL", nargs="+",
+                       help=".tflite file(s); several: timed one after another in one process, "
+                       "--json prints {\"results\": [one result per model]}")
     bench.add_argument("--threads", type=_positive_int, default=1)
     bench.add_argument("--warmup", type=_non_negative_int, default=10, help="warm-up runs")
     bench.add_argument("--min-runs", type=_positive_int, default=50)
@@ -186,15 +188,18 @@ def _run(args) -> int:
     if args.command == "bench":
         from edge_runner.bench import benchmark
 
-        result = benchmark(args.model, threads=args.threads, warmup=args.warmup,
-                           min_runs=args.min_runs, min_seconds=args.min_seconds,
-                           max_seconds=args.max_seconds, cooldown_s=args.cooldown,
-                           repeats=args.repeats, backend=args.backend,
-                           xnnpack=not args.no_xnnpack, seed=args.seed)
+        results = [benchmark(m, threads=args.threads, warmup=args.warmup,
+                             min_runs=args.min_runs, min_seconds=args.min_seconds,
+                             max_seconds=args.max_seconds, cooldown_s=args.cooldown,
+                             repeats=args.repeats, backend=args.backend,
+                             xnnpack=not args.no_xnnpack, seed=args.seed) for m in args.model]
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(results[0] if len(results) == 1 else {"results": results}, indent=2))
         else:
-            _print_bench(result)
+            for i, result in enumerate(results):
+                if i:
+                    print()
+                _print_bench(result)
         return 0
     if args.command == "verify":
         from edge_runner.verify import verify

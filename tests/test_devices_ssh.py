@@ -417,3 +417,55 @@ def test_multi_input_multi_output_model_verified_on_the_board(lab, ready, tmp_pa
     assert r.exit_code == 2 and "a" in json.loads(r.stdout)["errors"]
     assert "multi int8.tflite computes wrong answers on the device (verification failed: " \
            "output 'value': max abs difference" in r.stderr
+
+
+def test_latency_table_on_a_board_in_batches_resumes_after_the_board_dies(lab, ready, tmp_path,
+                                                                           monkeypatch):
+    """Ops go up as one tar per batch and are timed by one edge-runner command; a board lost
+    after the first batch fails the command, the table keeps that batch, a re-run does the rest."""
+    import tf_keras as keras
+
+    from pipeline import models as M
+    from pipeline.devices import transport
+    from pipeline.latency.measure import BoardTarget
+
+    x = keras.Input((4,))
+    y = keras.layers.Dense(16, activation="relu", name="fc")(x)
+    M.save_model(keras.Model(x, keras.layers.Dense(10, name="out")(y)), tmp_path / "m.keras")
+    b = lab["servers"]["b"]
+    commands, timed, killed = [], [], []
+    run_sh = transport.SSH.run_sh
+    monkeypatch.setattr(transport.SSH, "run_sh",
+                        lambda self, cmd, **kw: commands.append(kw["what"]) or run_sh(self, cmd, **kw))
+    time_files = BoardTarget.time
+
+    def time_then_die(self, paths):
+        out = time_files(self, paths)
+        timed.append(len(paths))
+        if len(timed) == 1:
+            b.kill()
+            killed.append(time.monotonic())
+        return out
+
+    monkeypatch.setattr(BoardTarget, "time", time_then_die)
+    args = ["latency", "table", tmp_path / "m.keras", "--target", "b", "--devices", lab["inv"],
+            "--table", tmp_path / "t.json", "--batch", 2, "--rounds", 1, "--min-seconds", 0,
+            "--timeout", 20]
+    r = _cli(*args)
+    assert r.exit_code == 2 and time.monotonic() - killed[0] < 20, r.output  # within --timeout
+    assert r.output.endswith(f'error: Device "b" (root@127.0.0.1:{b.port}): connection refused; '
+                             "is sshd running there and is the port right?\n")
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert len(table["entries"]) == 2 and table["identity"]["target"] == "b"
+    assert table["identity"]["runtime"] == "tflite-runtime"
+    copies = [c for c in commands if c.startswith("copying")]
+    assert copies == [f"copying 2 files to {lab['devices'].get('b').remote('models')}"]
+    assert '"edge-runner bench" of 2 models' in commands
+
+    b.start()
+    commands.clear()
+    r = _cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "(2 measured now, 4 in the table)" in r.output
+    assert sum(c.startswith("copying") for c in commands) == 2  # the 2 ops left, then the model
+    assert not any(c.startswith("checking") for c in commands)  # no per-file round trips

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pipeline.cli.prune",
     "pipeline.cli.quantize",
     "pipeline.cli.nas",
+    "pipeline.cli.latency",
 )
 
 

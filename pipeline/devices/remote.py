@@ -108,17 +108,41 @@ def check(ssh: SSH) -> dict:
     }
 
 
+def _bench_args(threads: int, warmup: int, min_runs: int, min_seconds: float,
+                max_seconds: float | None, repeats: int) -> list[str]:
+    args = ["--json", "--threads", str(threads), "--warmup", str(warmup), "--min-runs",
+            str(min_runs), "--min-seconds", str(min_seconds), "--repeats", str(repeats)]
+    return args + (["--max-seconds", str(max_seconds)] if max_seconds is not None else [])
+
+
 def bench(ssh: SSH, remote_model: str, *, threads: int, warmup: int = 10, min_runs: int = 50,
           min_seconds: float = 1.0, max_seconds: float | None = None, repeats: int = 1,
           timeout: float | None = None) -> dict:
     """`edge-runner bench MODEL --json` on the board."""
-    args = ["bench", remote_model, "--json", "--threads", str(threads), "--warmup", str(warmup),
-            "--min-runs", str(min_runs), "--min-seconds", str(min_seconds),
-            "--repeats", str(repeats)]
-    if max_seconds is not None:
-        args += ["--max-seconds", str(max_seconds)]
+    args = ["bench", remote_model, *_bench_args(threads, warmup, min_runs, min_seconds,
+                                                max_seconds, repeats)]
     r = ssh.run(remote_runner(ssh.device, *args), what='"edge-runner bench"', timeout=timeout)
     return _json(ssh, r, "edge-runner bench")
+
+
+def bench_many(ssh: SSH, remote_models: list[str], *, threads: int, warmup: int = 10,
+               min_runs: int = 50, min_seconds: float = 1.0, max_seconds: float | None = None,
+               repeats: int = 1, timeout: float | None = None) -> list[dict]:
+    """`edge-runner bench M1 M2 ... --json`: several models timed by one remote command."""
+    if len(remote_models) == 1:
+        return [bench(ssh, remote_models[0], threads=threads, warmup=warmup, min_runs=min_runs,
+                      min_seconds=min_seconds, max_seconds=max_seconds, repeats=repeats,
+                      timeout=timeout)]
+    args = ["bench", *remote_models, *_bench_args(threads, warmup, min_runs, min_seconds,
+                                                  max_seconds, repeats)]
+    r = ssh.run(remote_runner(ssh.device, *args), what=f'"edge-runner bench" of '
+                f'{len(remote_models)} models', timeout=timeout)
+    out = _json(ssh, r, "edge-runner bench").get("results")
+    if not isinstance(out, list) or len(out) != len(remote_models):
+        raise DeviceError(f"Device {ssh.device.label}: edge-runner bench of {len(remote_models)} "
+                          f"models printed {len(out) if isinstance(out, list) else 'no'} results "
+                          f"(an edge-runner older than one bench per model?)")
+    return out
 
 
 def verify(ssh: SSH, remote_model: str, remote_golden: str, *, threads: int = 1,

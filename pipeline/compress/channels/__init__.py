@@ -25,7 +25,7 @@ from pipeline.errors import UserError, did_you_mean
 CRITERIA = _criteria.CRITERIA
 
 __all__ = ["CRITERIA", "ChannelPlan", "apply_plan", "channel_report", "plan_channels",
-           "prune_channels", "prune_channels_detailed"]
+           "plan_counts", "prune_channels", "prune_channels_detailed"]
 
 
 @dataclass
@@ -157,6 +157,36 @@ def plan_channels(model, ratio, criterion="l1", round_to=8, data=None, protect=(
             scores, used = _scores(model, graph, g, criterion, stats, bn)
             plan.keep[root] = select(scores, k)
         plan.rows.append({**row, "ratio": r, "channels_after": k, "criterion": used})
+    return plan
+
+
+def plan_counts(model, counts: dict, criterion: str = "l1", data=None,
+                graph: ChannelGraph | None = None) -> ChannelPlan:
+    """Keep `counts[root]` channels of each listed group (its highest-scoring ones), where root
+    is a group's union-find root in `graph` (default: `build_graph(model)`); for callers that
+    choose counts per group themselves, e.g. latency-driven adaptation."""
+    _check_model(model)
+    if criterion not in CRITERIA:
+        raise UserError(f'Unknown criterion "{criterion}"{did_you_mean(criterion, CRITERIA)}. '
+                        f"Expected one of: {', '.join(CRITERIA)}")
+    graph = graph or build_graph(model)
+    groups = {g.root: g for g in graph.groups()}
+    todo = [groups[r] for r, k in counts.items() if k < groups[r].size]
+    for g in todo:
+        if g.frozen or not g.producers:
+            raise ValueError(f"group {g.id} ({', '.join(g.layers)}) cannot be pruned")
+    stats = bn = None
+    if criterion in _criteria.ACTIVATION_CRITERIA and todo:
+        stats = _criteria.activation_stats(model, graph, todo, _check_data(model, data, criterion))
+    if criterion == "bn_scale" and todo:
+        bn = _criteria.bn_scales(model, graph)
+    plan = ChannelPlan(graph, {})
+    for g in todo:
+        scores, used = _scores(model, graph, g, criterion, stats, bn)
+        plan.keep[g.root] = select(scores, counts[g.root])
+        plan.rows.append({"group": g.id, "producers": list(g.producers), "layers": list(g.layers),
+                          "channels_before": g.size, "channels_after": counts[g.root],
+                          "criterion": used})
     return plan
 
 

@@ -1,0 +1,93 @@
+"""Latency measured on a target, per op and per model, and a predictor built on it.
+
+    with target_session("host", Timing()) as sessions:       # one per board of a tag
+        for s in sessions:
+            table = s.table(path)                              # refused if another target's
+            fill(table, all_signatures(model), s.target)        # every channel count adapt may pick
+            measure_model(table, model, s.target, "mine")       # a sample for the correction
+    Predictor.fit(table).predict(model)                        # ms
+
+`ops` turns a model into fused ops and signatures, `table` stores them per target, `measure` times
+files with edge-runner (host, or a board in batches), `build` fills a table, `predict` learns the
+whole-model correction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from pipeline.latency.measure import Timing
+from pipeline.latency.table import Table, default_path
+
+__all__ = ["Session", "Timing", "random_member", "target_session"]
+
+
+@dataclass
+class Session:
+    """One target ready to time files, and where its table lives."""
+
+    target: object
+    table_path: Path | None
+
+    def table(self) -> Table:
+        ident = self.target.identity
+        path = self.table_path or default_path(ident["target"], ident["threads"], ident["mode"])
+        return Table.open(path, ident)
+
+
+@contextlib.contextmanager
+def target_session(target: str, timing: Timing, mode: str = "fp32", *,
+                   table: str | Path | None = None, devices: str | None = None,
+                   accept_new: bool = False, timeout: float = 600.0,
+                   say: Callable[[str], None] = lambda m: None) -> Iterator[list[Session]]:
+    """Sessions for `host`, a board, or every board of `tag:<tag>` (opened one after another:
+    use the returned list inside the `with`)."""
+    from pipeline.errors import UserError
+    from pipeline.latency.measure import board_devices, open_target
+
+    if target == "host":
+        with open_target("host", timing, mode) as t:
+            yield [Session(t, Path(table) if table else None)]
+        return
+    boards = board_devices(target, devices)
+    if table and len(boards) > 1:
+        raise UserError(f"--table names one file but {target} is {len(boards)} boards; leave "
+                        f"--table out (each board gets its own table)")
+    with contextlib.ExitStack() as stack:
+        sessions = [Session(stack.enter_context(open_target(
+            b.name, timing, mode, device=b, accept_new=accept_new, timeout=timeout, say=say)),
+            Path(table) if table else None) for b in boards]
+        yield sessions
+
+
+def random_member(rng: np.random.Generator, input_shape, num_classes: int):
+    """A random member of the nas stage's default `mobilenet` space (latency work: untrained)."""
+    from pipeline.compress.search.space import architecture
+    from pipeline.stages.nas_config import SearchSpace
+    from pipeline.zoo import mobilenet
+
+    space = SearchSpace().plain()
+    values = {}
+    for name, spec in space.items():
+        per = [f"{name}_{i}" for i in range(space["num_stages"])] if name in ("blocks", "kernel") \
+            else [name]
+        for hp in per:
+            if isinstance(spec, list):
+                values[hp] = spec[int(rng.integers(len(spec)))]
+            elif isinstance(spec, dict):
+                lo, hi, step = spec["min"], spec["max"], spec["step"]
+                if isinstance(lo, int) and isinstance(hi, int):
+                    values[hp] = int(rng.integers(lo, hi + 1))
+                elif step:
+                    values[hp] = float(lo + step * rng.integers(0, round((hi - lo) / step) + 1))
+                else:
+                    values[hp] = float(rng.uniform(lo, hi))
+            elif spec is not None and name != "num_stages":
+                values[hp] = spec
+    opts, _ = architecture(values, space["num_stages"])
+    return mobilenet(tuple(input_shape), num_classes, **opts), opts

@@ -1,0 +1,82 @@
+"""Fill a latency table: convert each missing op to a tiny .tflite, time them on the target in
+batches, save the table after every batch (so a run stopped by a dead board resumes where it was).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.latency import ops as O
+from pipeline.latency.table import Table
+
+
+def convert(model, mode: str) -> bytes:
+    """The model as a .tflite in `mode`; int8 is calibrated on random inputs (latency only)."""
+    import tensorflow as tf
+
+    from pipeline.tflite import MODES as CONVERTERS
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode == "int8":
+        rng = np.random.default_rng(0)
+        shapes = [tuple(d or 1 for d in t.shape[1:]) for t in model.inputs]
+
+        def data():
+            for _ in range(8):
+                yield [rng.uniform(-1, 1, (1, *s)).astype(np.float32) for s in shapes]
+
+        conv = CONVERTERS["int8"](conv, np.zeros((1, 1), np.float32))
+        conv.representative_dataset = data
+        conv.inference_input_type = conv.inference_output_type = tf.float32
+    else:
+        conv = CONVERTERS[mode](conv, None)
+    return conv.convert()
+
+
+def fill(table: Table, sigs: list[dict], target, *, batch: int = 32,
+         say: Callable[[str], None] = lambda m: None) -> int:
+    """Time the signatures the table lacks; returns how many were measured."""
+    import tf_keras as keras
+
+    keys = [O.key(s) for s in sigs]
+    todo = table.missing(keys)
+    by_key = dict(zip(keys, sigs))
+    mode = table.identity["mode"]
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="edgepipe-latency-") as tmp:
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            paths = []
+            for i, k in enumerate(chunk):
+                keras.backend.clear_session()
+                p = Path(tmp) / f"op{start + i}.tflite"
+                p.write_bytes(convert(O.build(by_key[k]), mode))
+                paths.append(p)
+            for k, r in zip(chunk, target.time(paths)):
+                table.entries[k] = r
+            table.save()
+            done += len(chunk)
+            say(f"[latency] {target.name}: {len(table.entries)} ops in the table "
+                f"({done}/{len(todo)} measured now)")
+    return done
+
+
+def measure_model(table: Table, model, target, name: str) -> dict:
+    """Time the whole model on the target and keep it as a sample for the predictor."""
+    from pipeline.artifacts import sha256_json
+
+    sigs = O.signatures(model)
+    with tempfile.TemporaryDirectory(prefix="edgepipe-latency-") as tmp:
+        p = Path(tmp) / "model.tflite"
+        p.write_bytes(convert(model, table.identity["mode"]))
+        r = target.time([p])[0]
+    keys = [O.key(s) for s in sigs]
+    sample = {"name": name, "sha256": sha256_json(keys), "ops": keys, "ms": r["ms"],
+              "min_ms": r["min_ms"]}
+    table.add_model(sample)
+    table.save()
+    return sample

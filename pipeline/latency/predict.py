@@ -1,0 +1,77 @@
+"""Whole-model latency from a latency table, corrected by models measured on the same target.
+
+The table sum over-counts what every op timed alone pays once per invoke (input copy, interpreter
+overhead) and misses what ops share in a whole model (caches). A linear correction learned with
+scikit-learn from the table's whole-model samples fixes both:
+
+    ms = a * table_sum + b * ops + c        (a, b >= 0; weights 1/ms^2: relative error counts)
+
+Its expected error is the leave-one-out relative error over those samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.latency import ops as O
+from pipeline.latency.table import Table
+
+#: fewer whole-model samples than this: no correction, the raw table sum
+MIN_SAMPLES = 4
+
+
+def features(table: Table, keys: list[str]) -> list[float]:
+    return [table.lookup(keys), float(len(keys))]
+
+
+def _fit(x: np.ndarray, y: np.ndarray):
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression(positive=True).fit(x, y, sample_weight=1.0 / np.square(y))
+
+
+@dataclass
+class Predictor:
+    table: Table
+    model: object | None      # the fitted correction, None: raw table sum
+    errors: np.ndarray        # leave-one-out relative errors of the samples (signed)
+
+    @classmethod
+    def fit(cls, table: Table) -> "Predictor":
+        samples = [s for s in table.models if not table.missing(s["ops"])]
+        if len(samples) < MIN_SAMPLES:
+            return cls(table, None, np.array([]))
+        x = np.array([features(table, s["ops"]) for s in samples])
+        y = np.array([s["ms"] for s in samples])
+        errs = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            pred = float(_fit(x[keep], y[keep]).predict(x[i:i + 1])[0])
+            errs.append(pred / y[i] - 1.0)
+        return cls(table, _fit(x, y), np.array(errs))
+
+    def predict_keys(self, keys: list[str]) -> float:
+        f = features(self.table, keys)
+        if self.model is None:
+            return f[0]
+        return max(float(self.model.predict(np.array([f]))[0]), 1e-6)
+
+    def predict(self, model, counts: dict | None = None) -> float:
+        """Predicted ms of a tf_keras model (with channel groups at `counts`)."""
+        return self.predict_keys([O.key(s) for s in O.signatures(model, counts)])
+
+    @property
+    def expected_error(self) -> float | None:
+        """90th percentile of |relative error| (leave-one-out); None without a correction."""
+        return float(np.percentile(np.abs(self.errors), 90)) if len(self.errors) else None
+
+    def describe(self) -> str:
+        if self.model is None:
+            return (f"raw table sum: {len(self.table.models)} whole model(s) measured, "
+                    f"{MIN_SAMPLES} needed for a correction and an error estimate")
+        within = float(np.mean(np.abs(self.errors) <= 0.10))
+        return (f"90% of {len(self.errors)} calibration models within "
+                f"±{100 * self.expected_error:.1f}% (leave-one-out; {100 * within:.0f}% within "
+                f"±10%)")

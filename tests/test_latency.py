@@ -1,0 +1,123 @@
+"""Latency tables (ops, storage, refusals, host timing) and the latency predictor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tf_keras as keras
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.errors import UserError
+from pipeline.latency import Timing, ops as O
+from pipeline.latency.build import fill, measure_model
+from pipeline.latency.measure import HostTarget
+from pipeline.latency.predict import Predictor
+from pipeline.latency.table import Table
+
+FAST = Timing(warmup=1, min_runs=3, min_seconds=0.0, rounds=1)
+
+
+def mlp(hidden=16, name="mlp"):
+    x = keras.Input((4,))
+    y = keras.layers.Dense(hidden, activation="relu", name="fc")(x)
+    return keras.Model(x, keras.layers.Dense(10, activation="softmax", name="out")(y), name=name)
+
+
+def test_ops_fuse_as_the_converter_does():
+    from pipeline.zoo import small_cnn
+
+    ops, graph, skipped = O.model_ops(small_cnn((8, 8, 1), 10))
+    assert [(o.kind, o.layers) for o in ops] == [
+        ("conv2d", ["conv0", "bn0", "relu0"]), ("maxpool", ["pool0"]),
+        ("conv2d", ["conv1", "bn1", "relu1"]), ("maxpool", ["pool1"]), ("dense", ["fc"]),
+        ("dense", ["classifier"]), ("softmax", ["classifier"])]
+    assert skipped == []
+    fc = ops[4].signature(graph)
+    assert (fc["cin"], fc["cout"], fc["act"]) == (2 * 2 * 32, 64, "relu")  # after Flatten
+    conv1_root = graph.find(graph.layers["conv1"].output.segments[0][0])
+    assert ops[4].signature(graph, {conv1_root: 8})["cin"] == 2 * 2 * 8
+
+
+def test_channel_choices():
+    assert O.choices(32) == [32, 24, 16, 8]
+    assert O.choices(20, round_to=8, min_channels=8) == [20, 16, 8]
+    assert O.choices(256, levels=4) == [256, 176, 88, 8]
+    sigs = O.all_signatures(mlp())
+    assert sorted((s["op"], s.get("cin"), s.get("cout")) for s in sigs) == [
+        ("dense", 4, 8, ), ("dense", 4, 16), ("dense", 8, 10), ("dense", 16, 10), ("softmax", 10, None)]
+
+
+def test_single_op_model_converts_to_that_op(tmp_path):
+    from pipeline.latency.build import convert
+    from pipeline.tflite import op_counts
+
+    sig = {"op": "conv2d", "hw": [8, 8], "k": [3, 3], "s": [1, 1], "pad": "same",
+           "dil": [1, 1], "act": "relu6", "cin": 3, "cout": 8}
+    p = tmp_path / "op.tflite"
+    p.write_bytes(convert(O.build(sig), "fp32"))
+    assert op_counts(p) == {"CONV_2D": 1}
+
+
+def test_table_from_another_target_is_refused(tmp_path):
+    ident = {"target": "host", "cpu": "A", "machine": "x86_64", "runtime": "litert",
+             "runtime_version": "2.3.0", "threads": 1, "mode": "fp32"}
+    Table(tmp_path / "t.json", ident, {"k": {"ms": 1.0}}).save()
+    assert Table.open(tmp_path / "t.json", ident).entries == {"k": {"ms": 1.0}}
+    with pytest.raises(UserError) as e:
+        Table.open(tmp_path / "t.json", {**ident, "cpu": "B", "threads": 2})
+    assert str(e.value) == (f"latency table {tmp_path / 't.json'} was measured for another target: "
+                            f"cpu 'A' (here 'B'); threads 1 (here 2); give this target its own "
+                            f"--table")
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(UserError) as e:
+        Table.open(tmp_path / "bad.json", ident)
+    assert str(e.value) == (f"latency table {tmp_path / 'bad.json'} is not a version 1 edgepipe "
+                            f"latency table; delete it or give another --table")
+
+
+def test_host_table_is_filled_once_and_reused(tmp_path):
+    target = HostTarget(FAST, "fp32")
+    t = Table.open(tmp_path / "t.json", target.identity)
+    sigs = O.all_signatures(mlp())
+    assert fill(t, sigs, target, batch=2) == 5
+    again = Table.open(tmp_path / "t.json", target.identity)
+    assert len(again.entries) == 5 and all(e["ms"] > 0 for e in again.entries.values())
+    assert fill(again, sigs, target) == 0
+
+
+def test_predictor_learns_the_correction_and_its_error():
+    rng = np.random.default_rng(0)
+    entries = {f"op{i}": {"ms": float(v)} for i, v in enumerate(rng.uniform(0.01, 1.0, 40))}
+    samples = []
+    for m in range(8):  # whole models: 0.8 x table sum + 5 us per op + 20 us, +-0.2% noise
+        keys = [f"op{i}" for i in rng.choice(40, size=int(rng.integers(3, 30)), replace=False)]
+        total = sum(entries[k]["ms"] for k in keys)
+        ms = (0.8 * total + 0.005 * len(keys) + 0.02) * (1 + 0.002 * (m % 3 - 1))
+        samples.append({"name": f"m{m}", "sha256": str(m), "ops": keys, "ms": ms})
+    t = Table("unused.json", {}, entries, samples)
+    assert Predictor.fit(Table("unused.json", {}, entries, samples[:3])).model is None
+    p = Predictor.fit(t)
+    assert p.model.coef_[0] == pytest.approx(0.8, rel=0.05)
+    assert len(p.errors) == 8 and p.expected_error < 0.01
+    keys = ["op1", "op2", "op3"]
+    want = 0.8 * sum(entries[k]["ms"] for k in keys) + 0.015 + 0.02
+    assert p.predict_keys(keys) == pytest.approx(want, rel=0.05)
+    assert p.describe() == (f"90% of 8 calibration models within ±{100 * p.expected_error:.1f}% "
+                            f"(leave-one-out; 100% within ±10%)")
+    with pytest.raises(UserError, match="lacks 1 op"):
+        p.predict_keys(["nope"])
+
+
+def test_cli_predict_prints_ms_and_expected_error(tmp_path):
+    from pipeline import models
+
+    models.save_model(mlp(), tmp_path / "m.keras")
+    r = CliRunner().invoke(main, ["latency", "predict", str(tmp_path / "m.keras"), "--table",
+                                  str(tmp_path / "t.json"), "--rounds", "1", "--min-seconds", "0",
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["host"]["predicted_ms"] > 0 and out["host"]["expected_error"] is None
