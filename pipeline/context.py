@@ -59,9 +59,12 @@ class StageContext:
     def path(self, artifact: Artifact) -> Path:
         return self.run_dir / artifact.path
 
-    def load_model(self) -> "tf_keras.Model":
-        """The newest Keras model of the run; before any, the recipe's model, built or loaded."""
-        from pipeline import models
+    def load_model(self, layers: bool = True) -> "tf_keras.Model":
+        """The newest Keras model of the run; before any, the recipe's model, built or loaded
+        (a Keras 3 file is rebuilt in tf_keras and compared with its original on test inputs).
+        `layers=False`: a SavedModel without a layer graph will do (export, PTQ)."""
+        from pipeline import modelio, models
+        from pipeline.modelio.graph import require_layers
 
         art = self.latest_keras()
         ds = self.dataset()
@@ -72,8 +75,11 @@ class StageContext:
             model = models.from_spec(self.recipe.model, input_shape=ds.input_shape,
                                      num_classes=ds.num_classes, seed=self.seed)
             self._loaded_from = RECIPE_MODEL
+        if layers:
+            require_layers(model, f"the {self.stage_dir.split('_', 1)[-1]} stage")
         models.check_input(model, ds.input_shape)
         models.check_output(model, ds.num_classes)
+        modelio.check(model, ds.x_test)
         return model
 
     @property

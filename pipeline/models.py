@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -96,29 +95,12 @@ def from_spec(spec: ModelSpec | str | dict, input_shape, num_classes: int, seed:
 
 
 def load_model(path: str | Path, unsafe: bool = False):
-    """Load .keras (safe mode unless `unsafe`), .h5 or a SavedModel folder, uncompiled."""
-    import tf_keras as keras
+    """Load a .keras, .h5 or SavedModel, uncompiled, whichever Keras wrote it (see modelio).
 
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"model file not found: {p}")
-    if p.is_dir() and not (p / "saved_model.pb").exists():
-        raise UserError(f"{p} is a folder but not a SavedModel (no saved_model.pb)")
-    if p.is_file() and p.suffix not in (".keras", ".h5", ".hdf5"):
-        raise UserError(f"cannot load {p}: expected a .keras or .h5 file or a SavedModel folder")
-    try:
-        if p.suffix == ".keras":
-            return keras.models.load_model(p, compile=False, safe_mode=not unsafe)
-        return keras.models.load_model(p, compile=False)
-    except ValueError as e:
-        if "safe_mode" in str(e) or "Lambda" in str(e):
-            raise UserError(f"{p} carries Python code (a Lambda layer) and is refused in safe mode;"
-                            f" load it only if you trust it: pass --unsafe (recipe: unsafe: true)"
-                            ) from None
-        raise UserError(f"cannot load model {p}: {str(e).splitlines()[0]}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:  # h5py's errors are OSErrors
-        raise UserError(f"cannot load model {p} (corrupt or not a Keras model): "
-                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    `unsafe` allows files that carry Python code (Lambda layers), in every format."""
+    from pipeline import modelio
+
+    return modelio.load(path, unsafe=unsafe)
 
 
 def save_model(model, path: str | Path) -> None:

@@ -87,7 +87,7 @@ def check_mode(mode: str) -> str:
 
 def convert(model, mode: str = "fp32", calibration: np.ndarray | dict | None = None,
             sparse: bool = False) -> bytes:
-    """Convert a tf_keras model to a TFLite flatbuffer in `mode` (see MODES).
+    """Convert a tf_keras model (or a graph-only SavedModel) to a TFLite flatbuffer in `mode`.
 
     `calibration`: int8/int16x8 representative inputs, an array or {input name: array}.
     `sparse` adds EXPERIMENTAL_SPARSITY so pruned weights are stored in a sparse format.
@@ -96,7 +96,9 @@ def convert(model, mode: str = "fp32", calibration: np.ndarray | dict | None = N
     import tensorflow as tf
 
     check_mode(mode)
-    conv = MODES[mode](tf.lite.TFLiteConverter.from_keras_model(model), calibration)
+    graph = getattr(model, "tflite_converter", None)  # a SavedModel without layers (GraphModel)
+    source = graph() if graph else tf.lite.TFLiteConverter.from_keras_model(model)
+    conv = MODES[mode](source, calibration)
     if sparse:
         conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     from tensorflow.lite.python.convert_phase import ConverterError

@@ -70,7 +70,8 @@ def test_model_file_missing_or_corrupt(cli, tmp_path):
     _one_line_error(cli("export", "m.keras"), "model file not found: m.keras")
     (tmp_path / "m.keras").write_bytes(b"garbage")
     _one_line_error(cli("export", "m.keras", "--mode", "int8"),
-                    "cannot load model m.keras (corrupt or not a Keras model)")
+                    "cannot load model m.keras: not a valid .keras archive (truncated or not a zip "
+                    "file: File is not a zip file)")
     assert _files(tmp_path) == ["m.keras"]
 
 

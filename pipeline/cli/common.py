@@ -39,6 +39,9 @@ def dataset_for_model(data: str, model, seed: int = 0):
     ds = load_data(data, size, channels, seed)
     check_input(model, ds.input_shape)
     check_output(model, ds.num_classes)
+    from pipeline import modelio
+
+    modelio.check(model, ds.x_test)  # a Keras 3 file's tf_keras rebuild, before anything trains
     return ds
 
 

@@ -95,7 +95,10 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
                   optimizer=optimizer, patience=patience or None,
                   feature_pairs=feature_pairs,
                   feature_weight=feature_weight)
+    from pipeline.modelio.graph import require_layers
+
     teacher = models.load_model(teacher_path, unsafe=unsafe)
+    require_layers(teacher, "distill (its teacher)")
     ds = dataset_for_model(data, teacher, seed=seed)
     student = models.from_spec(cfg.student, input_shape=ds.input_shape,
                                num_classes=ds.num_classes, seed=seed)

@@ -97,7 +97,10 @@ def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_ste
         protect=list(protect) or None, per_layer=_per_layer(per_layer), steps=steps,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate),
         {"m_by_n": "--m-by-n", "layers": "--layer", "per_layer": "--per-layer", "method": "--method"})
+    from pipeline.modelio.graph import require_layers
+
     model = models.load_model(model_path, unsafe=unsafe)
+    require_layers(model, "prune")
     ds = dataset_for_model(data, model, seed=seed)
     new, m = prune_model(model, ds, cfg, seed=seed)
     dest = Path(out) if out else Path(model_path).with_name(f"{Path(model_path).stem}_pruned.keras")

@@ -39,7 +39,11 @@ def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_siz
         mode=mode, calibration=calibration, max_accuracy_drop=max_accuracy_drop, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, skip_unsupported=skip_unsupported,
         preserve=preserve), {})
+    from pipeline.modelio.graph import require_layers
+
     model = models.load_model(model_path, unsafe=unsafe)
+    if mode == "qat":
+        require_layers(model, "quantize --mode qat")
     ds = dataset_for_model(data, model, seed=seed)
     dest = Path(out) if out else Path(model_path).with_name(f"{Path(model_path).stem}_{mode}.tflite")
     m = quantize_model(model, ds, cfg, dest, seed=seed)

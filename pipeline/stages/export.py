@@ -34,7 +34,7 @@ class Export(Stage):
 
     def run(self, ctx, cfg: ExportConfig) -> StageResult:
         ds = ctx.dataset()
-        model = ctx.load_model()
+        model = ctx.load_model(layers=False)
         source = ctx.latest_keras()
         reference = predict(model, ds.x_test)
         carried = {k: v for k, v in (source.metrics if source else {}).items()

@@ -174,7 +174,7 @@ class Quantize(Stage):
 
     def run(self, ctx, cfg: QuantizeConfig) -> StageResult:
         ds = ctx.dataset()
-        model = ctx.load_model()
+        model = ctx.load_model(layers=cfg.mode == "qat")
         source = ctx.latest_keras()
         fname = f"model_{cfg.mode}.tflite"
         m = quantize_model(model, ds, cfg, ctx.out_dir / fname, seed=ctx.seed,
