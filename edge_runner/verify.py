@@ -2,7 +2,8 @@
 
 The golden file (see `edge_runner.golden`) holds inputs, the outputs the host got, and optionally
 the export mode. Every output is checked against its own tolerance: for an integer output a few of
-its quantization steps, for a float output the mode's atol relative to the output's peak; the
+its quantization steps (also for a float output dequantized from an integer tensor: an int8 file
+with float I/O), else the mode's float atol relative to the output's peak; the
 argmax must agree too where the output is a distribution (softmax rows). The mode comes from the
 golden, else from the file's own tensors (int16, int8 or float16 ones).
 """
@@ -60,12 +61,32 @@ def is_distribution(golden: np.ndarray) -> bool:
     return bool(np.all(golden >= -1e-6) and np.all(np.abs(golden.sum(axis=1) - 1) <= 0.05))
 
 
-def tolerance_for(mode: str, golden: np.ndarray, output_detail) -> float:
-    """Default atol: a few output quantization steps for integer outputs, else a float atol."""
-    scale = float(output_detail.get("quantization", (0.0, 0))[0])
-    is_int = np.dtype(output_detail["dtype"]).kind in "iu"
-    if mode in QUANT_STEPS and is_int and scale > 0:
-        return QUANT_STEPS[mode] * scale
+def quantized_source(runner) -> dict:
+    """{output index: detail of the integer tensor it is dequantized from}: the float outputs of
+    an int8 file with float I/O are only as fine as that tensor's quantization steps."""
+    ops = getattr(runner.interpreter, "_get_ops_details", None)  # the only op listing LiteRT has
+    if ops is None:
+        return {}
+    tensors = {int(t["index"]): t for t in runner.interpreter.get_tensor_details()}
+    outputs = {int(d["index"]): i for i, d in enumerate(runner.output_details)}
+    found = {}
+    for op in ops():
+        if op["op_name"] == "DEQUANTIZE" and len(op["outputs"]) == 1:
+            i = outputs.get(int(op["outputs"][0]))
+            if i is not None:
+                found[i] = tensors[int(op["inputs"][0])]
+    return found
+
+
+def tolerance_for(mode: str, golden: np.ndarray, output_detail, source=None) -> float:
+    """Default atol: a few quantization steps of an integer output (or of the integer tensor
+    `source` a float output is dequantized from), else the mode's float atol."""
+    for detail in (output_detail, source):
+        if detail is None or mode not in QUANT_STEPS:
+            continue
+        scale = float(detail.get("quantization", (0.0, 0))[0])
+        if np.dtype(detail["dtype"]).kind in "iu" and scale > 0:
+            return QUANT_STEPS[mode] * scale
     peak = float(np.max(np.abs(golden))) if golden.size else 0.0
     return TOLERANCES[mode][0] * max(1.0, peak)
 
@@ -165,6 +186,7 @@ def verify(model_path, golden_npz_path, *, atol: Optional[float] = None,
                               f"{did_you_mean(name, expected)}; the golden file checks: "
                               f"{', '.join(sorted(expected))}")
     got = runner.predict_named(_inputs(runner, golden["inputs"], gpath))
+    sources = quantized_source(runner)
     per = {}
     for name, want in expected.items():
         out = got[name]
@@ -172,9 +194,10 @@ def verify(model_path, golden_npz_path, *, atol: Optional[float] = None,
             which = f" {name!r}" if len(got) > 1 else ""
             raise RunnerError(f"Golden outputs{which} have shape {want.shape} but the model "
                               f"gives {out.shape}: the golden file is not for this model.")
-        detail = runner.output_details[runner.output_names.index(name)]
+        index = runner.output_names.index(name)
         tol = (output_atol or {}).get(name, atol)
-        tol = float(tol) if tol is not None else tolerance_for(chosen, want, detail)
+        tol = float(tol) if tol is not None else tolerance_for(
+            chosen, want, runner.output_details[index], sources.get(index))
         threshold = TOLERANCES[chosen][1] if is_distribution(want) else None
         per[name] = compare(out, want, tolerance=tol, argmax_threshold=threshold)
     worst = _worst(per)

@@ -43,6 +43,12 @@ def made(tmp_path_factory):
     files = {"multi": multi, "data": data, "dir": out}
     (out / "multi.tflite").write_bytes(tflite.convert(multi))
     (out / "multi_int8.tflite").write_bytes(tflite.convert(multi, "int8", data))
+    conv = tf.lite.TFLiteConverter.from_keras_model(multi)  # int8 inside, float inputs/outputs
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ({k: v[i:i + 1] for k, v in data.items()}
+                                           for i in range(len(data["image"])))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (out / "multi_fio.tflite").write_bytes(conv.convert())
 
     # float layouts other apps use, written straight as flatbuffers (no signature: tensor names);
     # the same seed gives the same weights, so all four compute the same function of 784 pixels
@@ -104,6 +110,27 @@ def test_named_golden_layout_and_verify(made, tmp_path):
     # argmax only where the output is a distribution (the softmax head)
     assert r["outputs"]["klass"]["argmax_agreement"] == 1.0
     assert r["outputs"]["value"]["argmax_agreement"] is None
+
+
+def test_float_outputs_of_an_int8_file_get_its_quantization_steps(made, tmp_path):
+    """An int8 file with float I/O: each float output is dequantized from an int8 tensor, and
+    may be 3 of that tensor's steps off (not 5% of its peak, which let wrong answers through)."""
+    path = made["dir"] / "multi_fio.tflite"
+    runner = backends.load(path)
+    assert {np.dtype(d["dtype"]) for d in runner.output_details} == {np.dtype(np.float32)}
+    sources = verify.quantized_source(runner)
+    g = host_golden(path, made["data"], tmp_path / "g.npz")  # no mode: the file's int8 tensors
+    r = verify.verify(path, g)
+    assert r["passed"] and r["mode"] == "int8"
+    for i, name in enumerate(runner.output_names):
+        step = sources[i]["quantization"][0]
+        assert sources[i]["dtype"] == np.int8 and step > 0
+        assert r["outputs"][name]["tolerance"] == pytest.approx(3 * step)
+    gold = golden.read_golden(g)
+    shifted = golden.write_golden(tmp_path / "off.npz", gold["inputs"], {
+        **gold["outputs"], "value": gold["outputs"]["value"] + 4 * sources[
+            runner.output_names.index("value")]["quantization"][0]})
+    assert verify.verify(path, shifted)["reasons"][0].startswith("output 'value': max abs")
 
 
 def test_per_output_failures_and_tolerances(made, tmp_path):
@@ -198,7 +225,8 @@ def _npz(path: Path, **arrays) -> Path:
 
 def test_board_venv_verifies_named_goldens(board_python, made, tmp_path):
     """tflite-runtime 2.14 + numpy<2 names the tensors the same way and checks every output."""
-    for name, mode in (("multi", None), ("multi_int8", "int8"), ("uint8", None)):
+    for name, mode in (("multi", None), ("multi_int8", "int8"), ("multi_fio", None),
+                       ("uint8", None)):
         data = _digits(28)[:8] if name == "uint8" else made["data"]
         g = host_golden(made["dir"] / f"{name}.tflite", data, tmp_path / f"{name}.npz", mode)
         proc = subprocess.run([board_python, "-m", "edge_runner", "verify",
