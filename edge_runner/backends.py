@@ -298,7 +298,8 @@ class Runner:
 
         def one(detail, name):
             scale, zero_point = scale_zero_point(detail)
-            return {"name": name, "tensor": str(detail.get("name", "")), "dtype": np.dtype(detail["dtype"]).name,
+            return {"name": name, "tensor": str(detail.get("name", "")),
+                    "dtype": np.dtype(detail["dtype"]).name,
                     "shape": [int(d) for d in detail["shape"]],
                     "quantization": {"scale": scale, "zero_point": zero_point} if scale else None}
 

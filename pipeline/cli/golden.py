@@ -34,19 +34,21 @@ def golden(model_path, data, samples, out, seed, as_json) -> None:
     # axis, flattening, dtype) edge_runner.tensors.fit does
     layout = image_layout(spec[0]["shape"][1:])
     ds = load_data(data, layout[:2] if layout else None, layout[2] if layout else None, seed)
-    x = ds.x_test[:samples]
+    x = ds.x_test  # an array, or {input name: array} for a model with several inputs
+    n = min(samples, len(next(iter(x.values())) if isinstance(x, dict) else x))
     target = Path(out) if out else path.with_name(path.stem + "_golden.npz")
     try:
-        host_golden(path, x, target)  # written atomically: nothing half-written on failure
+        # written atomically: nothing half-written on failure
+        host_golden(path, x, target, samples=n)
     except OSError as e:
         from pipeline.errors import UserError
 
         raise UserError(f"cannot write {target}: {e.strerror or e}; give --out in a folder "
                         f"that exists and is writable") from None
     if as_json:
-        click.echo(json.dumps({"model": str(path), "golden": str(target), "samples": len(x)}))
+        click.echo(json.dumps({"model": str(path), "golden": str(target), "samples": n}))
     else:
-        click.echo(f"{target}: {len(x)} test inputs of {data} and {path.name}'s outputs on this "
+        click.echo(f"{target}: {n} test inputs of {data} and {path.name}'s outputs on this "
                    f"host; check a board with: edge-runner verify {path.name} {target.name}")
 
 

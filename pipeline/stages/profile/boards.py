@@ -46,12 +46,12 @@ def _goldens(ctx, cfg, arts) -> dict[str, Path | None]:
 
     goldens: dict[str, Path | None] = {a.path: None for a in arts}
     if cfg.verify and arts:
-        x = ctx.dataset().x_test[: cfg.verify_samples]
+        x = ctx.dataset().x_test
         gdir = ctx.out_dir / "golden"
         gdir.mkdir(parents=True, exist_ok=True)
         for a in arts:
             goldens[a.path] = host_golden(ctx.path(a), x, gdir / (a.path.replace("/", "__") + ".npz"),
-                                          _mode(a.quantization))
+                                          _mode(a.quantization), samples=cfg.verify_samples)
     return goldens
 
 
