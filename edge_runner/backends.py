@@ -273,6 +273,13 @@ class Runner:
         got = got if isinstance(got, tuple) else (got,)
         return dict(zip(self.output_names, got))
 
+    def set_inputs(self, x) -> None:
+        """Set every input from one batch of the model's batch size: an array (one input) or
+        {input name: array}."""
+        xs = self._batches(x)
+        for i, arr in enumerate(xs):
+            self.set_input(arr, i)
+
     def fill_random_inputs(self, seed: int = 0) -> list:
         """Set every input to seeded random data of its dtype and shape; returns the arrays."""
         rng = np.random.default_rng(seed)

@@ -3,7 +3,8 @@
 Create the interpreter and allocate (init_ms), time the first inference, run warm-up inferences,
 then time `invoke()` alone with `perf_counter_ns` until both `min_runs` and `min_seconds` are met
 (or `max_seconds` is hit), optionally several repeats with a cool-down between them. Inputs are
-seeded random data of the right dtype and shape, set once before timing. The machine's state
+seeded random data of the right dtype and shape, or the first sample(s) of a golden file (real
+inputs, for models whose time depends on them), set once before timing. The machine's state
 (frequency, governor, temperature, throttling) is recorded before and after.
 """
 
@@ -158,13 +159,31 @@ def _check_args(threads, warmup, min_runs, min_seconds, max_seconds, cooldown_s,
         bad("max_seconds", max_seconds, "> 0 seconds (or None)")
 
 
+def _set_inputs(runner, golden: Optional[str], seed: int) -> dict:
+    """Random inputs, or a golden's first sample(s) (as many as the model's batch); says which."""
+    if golden is None:
+        runner.fill_random_inputs(seed)
+        return {"from": "random", "seed": seed}
+    from edge_runner.golden import inputs_for, read_golden
+
+    path = os.fspath(golden)
+    xs = inputs_for(runner, read_golden(path)["inputs"], path)
+    batch = int(runner.input_details[0]["shape"][0])
+    if any(len(x) < batch for x in xs.values()):
+        raise RunnerError(f"Golden file {path} has fewer samples than the model's batch of "
+                          f"{batch}.")
+    runner.set_inputs({k: x[:batch] for k, x in xs.items()})
+    return {"from": os.path.abspath(path)}
+
+
 def benchmark(model_path, *, threads: int = 1, warmup: int = 10, min_runs: int = 50,
               min_seconds: float = 1.0, max_seconds: Optional[float] = None,
               cooldown_s: float = 0.0, repeats: int = 1, backend: Optional[str] = None,
-              xnnpack: bool = True, seed: int = 0) -> dict:
+              xnnpack: bool = True, seed: int = 0, golden: Optional[str] = None) -> dict:
     """Benchmark one .tflite; returns a JSON-able dict (latencies in ms, see module doc).
 
     `max_seconds` caps each repeat's timed loop (it wins over `min_runs`/`min_seconds`).
+    `golden`: a golden .npz whose first inputs are timed instead of random ones.
     """
     _check_args(threads, warmup, min_runs, min_seconds, max_seconds, cooldown_s, repeats)
     path = check_model_file(model_path)
@@ -175,7 +194,7 @@ def benchmark(model_path, *, threads: int = 1, warmup: int = 10, min_runs: int =
     runner = load(path, threads=threads, backend=backend, xnnpack=xnnpack)
     runtime = {"backend": runner.backend, "version": runner.backend_version}
     system_before["runtime"] = runtime
-    runner.fill_random_inputs(seed)
+    inputs = _set_inputs(runner, golden, seed)
     invoke = runner.interpreter.invoke  # the raw bound method: no wrapper in the timed loop
     clock = time.perf_counter_ns
 
@@ -209,6 +228,7 @@ def benchmark(model_path, *, threads: int = 1, warmup: int = 10, min_runs: int =
         "threads": threads,
         "xnnpack": xnnpack,
         "io": runner.describe(),
+        "inputs": inputs,
         "warmup": warmup,
         "runs": len(all_ms),
         "repeats": repeats,

@@ -2,7 +2,7 @@
 
   edge-runner bench MODEL.tflite [MODEL.tflite ...] [--threads N --warmup N --min-runs N --min-seconds S
                                    --max-seconds S --cooldown S --repeats N --backend B
-                                   --no-xnnpack --json]
+                                   --no-xnnpack --golden GOLDEN.npz --json]
   edge-runner verify MODEL.tflite GOLDEN.npz [--atol X --output-atol NAME=X --mode M --threads N
                                               --backend B --json]
   edge-runner info [--backend B --json]
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", default=None, help="litert | tflite-runtime | tensorflow")
     bench.add_argument("--no-xnnpack", action="store_true", help="disable the XNNPACK delegate")
     bench.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    bench.add_argument("--golden", default=None, metavar="GOLDEN",
+                       help="time the golden .npz's first inputs instead of random ones")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     verify = sub.add_parser("verify", help="compare outputs with golden outputs (exit 1 on fail)")
@@ -152,6 +154,8 @@ def _print_bench(r: dict) -> None:
         f"runs         {r['runs']} timed ({r['repeats']} repeat(s)), {r['warmup']} warm-up",
         f"init         {r['init_ms']:.2f} ms   first inference {r['first_inference_ms']:.3f} ms",
         *_io_lines(r["io"]),
+        "input data   " + ("random (seed {})".format(r["inputs"]["seed"])
+                           if r["inputs"]["from"] == "random" else r["inputs"]["from"]),
         f"latency ms   mean {_ms(lat['mean'])}  std {_ms(lat['std'])}  cv {100 * lat['cv']:.1f}%"
         f"  robust cv {100 * lat['robust_cv']:.1f}%",
         "             " + "  ".join(f"{k} {_ms(lat[k])}" for k in ("min", "p50", "p90", "p99", "max")),
@@ -192,7 +196,8 @@ def _run(args) -> int:
                              min_runs=args.min_runs, min_seconds=args.min_seconds,
                              max_seconds=args.max_seconds, cooldown_s=args.cooldown,
                              repeats=args.repeats, backend=args.backend,
-                             xnnpack=not args.no_xnnpack, seed=args.seed) for m in args.model]
+                             xnnpack=not args.no_xnnpack, seed=args.seed, golden=args.golden)
+                   for m in args.model]
         if args.json:
             print(json.dumps(results[0] if len(results) == 1 else {"results": results}, indent=2))
         else:

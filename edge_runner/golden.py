@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from edge_runner.errors import RunnerError
+from edge_runner.tensors import fit
 
 SEP = "__"
 
@@ -114,3 +115,19 @@ def read_golden(path) -> dict:
     quant = found.get("quantization")
     return {"inputs": inputs, "outputs": outputs,
             "quantization": str(quant) if quant is not None else None}
+
+
+def inputs_for(runner, inputs, path: str) -> dict:
+    """The golden's inputs as {model input name: array fitted to that input}."""
+    names = runner.input_names
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise RunnerError(
+                f"Golden file {path} has one inputs array but the model has {len(names)} inputs "
+                f"({', '.join(names)}): give one inputs__NAME array per input.")
+        inputs = {names[0]: inputs}
+    if sorted(inputs) != sorted(names):
+        raise RunnerError(f"Golden file {path} has inputs {', '.join(sorted(inputs))} but the "
+                          f"model's are {', '.join(sorted(names))}: the golden file is not for "
+                          f"this model.")
+    return {k: fit(inputs[k], runner.input_details[names.index(k)], k) for k in names}

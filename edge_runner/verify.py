@@ -17,8 +17,7 @@ import numpy as np
 
 from edge_runner.backends import load
 from edge_runner.errors import RunnerError, did_you_mean
-from edge_runner.golden import read_golden
-from edge_runner.tensors import fit
+from edge_runner.golden import inputs_for, read_golden
 
 # mode -> (float atol, relative to max(1, max|golden|); argmax agreement threshold)
 TOLERANCES = {
@@ -120,22 +119,6 @@ def compare(got: np.ndarray, golden: np.ndarray, *, tolerance: float,
             "reasons": reasons}
 
 
-def _inputs(runner, inputs, path: str) -> dict:
-    """The golden's inputs as {model input name: array fitted to that input}."""
-    names = runner.input_names
-    if not isinstance(inputs, dict):
-        if len(names) != 1:
-            raise RunnerError(
-                f"Golden file {path} has one inputs array but the model has {len(names)} inputs "
-                f"({', '.join(names)}): give one inputs__NAME array per input.")
-        inputs = {names[0]: inputs}
-    if sorted(inputs) != sorted(names):
-        raise RunnerError(f"Golden file {path} has inputs {', '.join(sorted(inputs))} but the "
-                          f"model's are {', '.join(sorted(names))}: the golden file is not for "
-                          f"this model.")
-    return {k: fit(inputs[k], runner.input_details[names.index(k)], k) for k in names}
-
-
 def _outputs(runner, outputs, path: str) -> dict:
     """The golden's outputs as {model output name: array}; a plain array is the first output."""
     if not isinstance(outputs, dict):
@@ -185,7 +168,7 @@ def verify(model_path, golden_npz_path, *, atol: Optional[float] = None,
             raise RunnerError(f"No output {name!r} to set a tolerance for"
                               f"{did_you_mean(name, expected)}; the golden file checks: "
                               f"{', '.join(sorted(expected))}")
-    got = runner.predict_named(_inputs(runner, golden["inputs"], gpath))
+    got = runner.predict_named(inputs_for(runner, golden["inputs"], gpath))
     sources = quantized_source(runner)
     per = {}
     for name, want in expected.items():

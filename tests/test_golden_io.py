@@ -366,3 +366,31 @@ def test_verify_fits_a_golden_in_another_layout_and_profile_takes_any_layout(mad
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["io"]["inputs"][0]["shape"][1:] == \
             list(backends.load(path).input_details[0]["shape"][1:])
+
+
+def test_bench_times_a_goldens_named_inputs(made, tmp_path, capsys):
+    """`edge-runner bench --golden`: the golden's first sample of every named input is what runs
+    (a detector's post-processing time depends on real inputs), and the result says so."""
+    from edge_runner import bench
+
+    path = made["dir"] / "multi_int8.tflite"
+    g = host_golden(path, made["data"], tmp_path / "g.npz", "int8")
+    runner = backends.load(path)
+    first = {k: v[:1] for k, v in golden.inputs_for(runner, golden.read_golden(g)["inputs"],
+                                                     str(g)).items()}
+    runner.set_inputs(first)
+    runner.invoke()
+    want = runner.predict_named(first)
+    for i, name in enumerate(runner.output_names):
+        np.testing.assert_array_equal(runner.get_output(i), want[name])
+    assert cli.main(["bench", str(path), "--golden", str(g), "--min-runs", "3", "--min-seconds",
+                     "0", "--warmup", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"] == {"from": str(g)}
+    assert bench.benchmark(path, min_runs=3, min_seconds=0, warmup=0)["inputs"] == {
+        "from": "random", "seed": 0}
+    other = golden.write_golden(tmp_path / "other.npz", made["data"]["meta"], made["data"]["meta"])
+    assert cli.main(["bench", str(path), "--golden", other, "--min-runs", "3"]) == 2
+    names = ", ".join(runner.input_names)
+    assert capsys.readouterr().err == (f"edge-runner: error: Golden file {other} has one inputs "
+                                       f"array but the model has 2 inputs ({names}): give one "
+                                       f"inputs__NAME array per input.\n")
