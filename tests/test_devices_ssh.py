@@ -377,6 +377,10 @@ def test_recipe_profile_stage_on_boards_with_verification_and_gates(lab, ready, 
             s = per_target[name]
             assert s["p50"] > 0 and (s["backend"], s["backend_version"]) == ("tflite-runtime", "2.14.0")
             assert s["verify"]["passed"] is True and s["verify"]["n"] == 8
+            v = s["verify"]  # one output here: it is the worst one, and listed by its name
+            assert list(v["outputs"]) == [v["worst_output"]]
+            assert v["outputs"][v["worst_output"]] == {
+                k: v[k] for k in ("passed", "max_abs_diff", "argmax_agreement", "tolerance")}
             assert s["sha256"] == hashlib.sha256((run_dir / path).read_bytes()).hexdigest()
     assert lat["01_export/model_int8.tflite"]["a"]["verify"]["mode"] == "int8"
     assert [p.name for p in (records[-1].dir / "golden").iterdir()] == ["01_export__model_int8.tflite.npz"]

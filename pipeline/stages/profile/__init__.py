@@ -113,8 +113,10 @@ class Profile(Stage):
                  "sha256": r["sha256"]}
             if r.get("verify"):
                 v = r["verify"]
-                s["verify"] = {k: v.get(k) for k in ("passed", "max_abs_diff", "argmax_agreement",
-                                                     "tolerance", "mode", "n")}
+                keys = ("passed", "max_abs_diff", "argmax_agreement", "tolerance")
+                s["verify"] = {**{k: v.get(k) for k in (*keys, "mode", "n", "worst_output")},
+                               "outputs": {name: {k: o.get(k) for k in keys}
+                                           for name, o in (v.get("outputs") or {}).items()}}
             record(d.name, d.tags, path, t, t == cfg.threads[0], s,
                    "  verified" if s.get("verify") else "")
         gates.raise_breaches(breaches)
