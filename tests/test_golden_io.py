@@ -394,3 +394,16 @@ def test_bench_times_a_goldens_named_inputs(made, tmp_path, capsys):
     assert capsys.readouterr().err == (f"edge-runner: error: Golden file {other} has one inputs "
                                        f"array but the model has 2 inputs ({names}): give one "
                                        f"inputs__NAME array per input.\n")
+
+
+def test_is_distribution():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(1000), size=8).astype(np.float32)
+    assert verify.is_distribution(probs)
+    # int8 softmax over 1000 classes: each value rounded to 1/256, the row sums drift
+    q = np.round(probs * 256 + rng.uniform(0, 0.5, probs.shape)) / 256
+    assert np.abs(q.sum(axis=1) - 1).max() > 0.05
+    assert not verify.is_distribution(q) and verify.is_distribution(q, step=1 / 256)
+    assert not verify.is_distribution(probs - 0.01)  # negative values: not probabilities
+    assert not verify.is_distribution(probs * 2)  # logits/scores: rows do not sum to 1
+    assert not verify.is_distribution(probs[:, :1]) and not verify.is_distribution(probs[0])
