@@ -407,3 +407,20 @@ def test_is_distribution():
     assert not verify.is_distribution(probs - 0.01)  # negative values: not probabilities
     assert not verify.is_distribution(probs * 2)  # logits/scores: rows do not sum to 1
     assert not verify.is_distribution(probs[:, :1]) and not verify.is_distribution(probs[0])
+
+
+def test_golden_cli_with_an_npz_of_28x28_images_for_a_28x28_input(made, tmp_path):
+    """The reported case: an npz of real 28 x 28 uint8 images (no channel axis) and a .tflite
+    taking [1, 28, 28] ("[28, 28, 1] but the model expects [28, 28]" before)."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 28, 28)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "mnist.npz", x=x, y=rng.integers(0, 10, 40))
+    out = tmp_path / "g.npz"
+    r = CliRunner().invoke(main, ["golden", str(made["dir"] / "hw.tflite"), "--data",
+                                  str(tmp_path / "mnist.npz"), "--samples", "5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    g = golden.read_golden(out)
+    assert g["inputs"].shape == (5, 28, 28) and g["inputs"].dtype == np.float32
+    assert 0 <= g["inputs"].min() and g["inputs"].max() <= 1  # scaled like every dataset
+    assert any(np.allclose(g["inputs"][0], img / 255.0, atol=1e-6) for img in x)
+    assert verify.verify(made["dir"] / "hw.tflite", out)["passed"]
