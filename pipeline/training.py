@@ -1,4 +1,6 @@
-"""One way to compile and fit a classifier, shared by train and every fine-tuning stage."""
+"""The one way to compile and fit a classifier: train, every fine-tuning stage (prune, cluster,
+lowrank, qat, distill), the nas trials, the scripts and the tests call `fit`. `pipeline.compress`
+wraps and strips models; it never fits them."""
 
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ class FitConfig(StageConfig):
     learning_rate: float = Field(1e-3, gt=0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     patience: int | None = Field(5, ge=1, description="early stopping on val accuracy; null: off")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over `n` samples (what pruning schedules count)."""
+    return max(1, -(-n // batch_size))
 
 
 def optimizer(name: str, learning_rate: float):

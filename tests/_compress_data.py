@@ -19,6 +19,39 @@ def digits(n_train: int = 1000, n_test: int = 400):
     return x[tr], y[tr], x[te], y[te]
 
 
+def as_dataset(data, n: int | None = None):
+    """`digits()` as a pipeline Dataset (the first `n` training samples; the test split also
+    validates), for the stages' own fine-tuning path (`pipeline.training.fit`)."""
+    from pipeline.data import Dataset
+
+    x, y, xt, yt = data
+    return Dataset("digits8", x[:n], y[:n], xt, yt, xt, yt, num_classes=10)
+
+
+# The stages' own fine-tuning paths (wrap → pipeline.training.fit → strip), at batch 32 on digits().
+def prune(base, data, n=None, **settings):
+    """The prune stage's path; returns (stripped model, metrics)."""
+    from pipeline.stages.prune import PruneConfig, prune_model
+
+    cfg = PruneConfig(batch_size=32, learning_rate=1e-3, **settings)
+    return prune_model(base, as_dataset(data, n), cfg)
+
+
+def cluster(base, data, n=None, **settings):
+    """The cluster stage's path; returns (stripped model, whether zeros were preserved)."""
+    from pipeline.stages.cluster import ClusterConfig, cluster_model
+
+    new, m = cluster_model(base, as_dataset(data, n), ClusterConfig(batch_size=32, **settings))
+    return new, m["preserve_sparsity"]
+
+
+def qat(base, data, **settings):
+    """The quantize stage's qat path; returns (QAT model, metrics: preserve, scheme, ...)."""
+    from pipeline.stages.quantize import QuantizeConfig, qat_model
+
+    return qat_model(base, as_dataset(data), QuantizeConfig(mode="qat", batch_size=32, **settings))
+
+
 def small_cnn(seed: int = 0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([

@@ -3,7 +3,7 @@
 import pytest
 
 import pipeline  # noqa: F401
-from _compress_data import accuracy, digits, trained_cnn
+from _compress_data import accuracy, cluster, digits, prune, trained_cnn
 
 from pipeline.compress import clustering as C
 from pipeline.compress import magnitude as M
@@ -22,8 +22,8 @@ def base(data):
 
 
 def test_cluster_8_leaves_8_values_per_kernel(base, data):
-    x, y, xt, yt = data
-    clustered, kept_zeros = C.cluster(base, x, y, clusters=8, epochs=1, skip_first=True)
+    _, _, xt, yt = data
+    clustered, kept_zeros = cluster(base, data, clusters=8, epochs=1, skip_first=True)
     assert kept_zeros is False
     assert C.unique_values_report(clustered) == {"stem": 72, "conv": 8, "fc": 8, "classifier": 8}
     assert [type(l).__name__ for l in clustered.layers] == [type(l).__name__ for l in base.layers]
@@ -34,10 +34,8 @@ def test_cluster_8_leaves_8_values_per_kernel(base, data):
 
 
 def test_pruned_input_keeps_its_zeros(base, data):
-    x, y, _, _ = data
-    pruned, _ = M.prune_magnitude(base, x[:320], y[:320], sparsity=0.7, epochs=1, layers=["fc"])
-    clustered, kept_zeros = C.cluster(pruned, x[:320], y[:320], clusters=4, epochs=1,
-                                      layers=["fc"])
+    pruned, _ = prune(base, data, n=320, sparsity=0.7, epochs=1, layers=["fc"])
+    clustered, kept_zeros = cluster(pruned, data, n=320, clusters=4, epochs=1, layers=["fc"])
     assert kept_zeros is True
     assert M.sparsity_report(pruned)["fc"] == pytest.approx(0.7, abs=1e-3)
     assert M.sparsity_report(clustered)["fc"] >= M.sparsity_report(pruned)["fc"]

@@ -5,7 +5,7 @@ import pytest
 
 import pipeline  # noqa: F401
 import tf_keras as keras
-from _compress_data import accuracy, digits, trained_cnn
+from _compress_data import accuracy, digits, prune, trained_cnn
 
 from pipeline.compress import magnitude as M
 from pipeline.errors import UserError
@@ -71,14 +71,14 @@ def test_bad_schedules(kwargs, message):
 # ----- pruning ------------------------------------------------------------------------------------
 
 def test_prune_80_percent_skipping_first_and_classifier(base, data):
-    x, y, xt, yt = data
-    pruned, plan = M.prune_magnitude(base, x, y, sparsity=0.8, epochs=2, skip_first=True,
-                                     skip_classifier=True)
+    _, _, xt, yt = data
+    pruned, m = prune(base, data, sparsity=0.8, epochs=2, skip_first=True, skip_classifier=True)
+    (plan,) = m["schedules"]
     rep = M.sparsity_report(pruned)
     assert rep["stem"] == 0.0 and rep["classifier"] == 0.0
     assert rep["conv"] == pytest.approx(0.8, abs=0.005)
     assert rep["fc"] == pytest.approx(0.8, abs=0.005)
-    assert plan.total_steps == 64 and plan.end_step == 48
+    assert plan["total_steps"] == 64 and plan["end_step"] == 48
     # stripped: the same plain layers and names, no wrappers
     assert [l.name for l in pruned.layers] == [l.name for l in base.layers]
     assert all(type(a) is type(b) for a, b in zip(pruned.layers, base.layers))
@@ -88,21 +88,24 @@ def test_prune_80_percent_skipping_first_and_classifier(base, data):
 
 def test_one_short_epoch_still_prunes(base, data):
     """Regression: with TF-MOT's default frequency (100) a 4-step run never prunes."""
-    x, y, _, _ = data
-    pruned, plan = M.prune_magnitude(base, x[:128], y[:128], sparsity=0.5, epochs=1,
-                                     schedule="constant", layers=["fc"])
-    assert plan.total_steps == 4 and plan.frequency == 1
+    pruned, m = prune(base, data, n=128, sparsity=0.5, epochs=1, schedule="constant",
+                      layers=["fc"])
+    (plan,) = m["schedules"]
+    assert plan["total_steps"] == 4 and plan["frequency"] == 1
     assert M.sparsity_report(pruned) == {"stem": 0.0, "conv": 0.0, "fc": 0.5, "classifier": 0.0}
 
 
 def test_m_by_n_2_4_checked_after_strip(base, data):
-    x, y, _, _ = data
-    pruned = M.prune_m_by_n(base, x[:256], y[:256], m_by_n=(2, 4), epochs=1, skip_first=True)
+    pruned, _ = prune(base, data, n=256, method="m_by_n", m_by_n=(2, 4), epochs=1,
+                      skip_first=True)
     rep = M.m_by_n_report(pruned)
     assert rep == {"stem": True, "conv": True, "fc": True, "classifier": True}
     sp = M.sparsity_report(pruned)
     assert sp["conv"] == 0.5 and sp["fc"] == 0.5 and sp["classifier"] == 0.5 and sp["stem"] == 0.0
     assert not M.m_by_n_report(base)["fc"]
+    with pytest.raises(UserError) as e:  # what the stage raises when TF-MOT did not hold it
+        M.require_m_by_n(base, (2, 4), ["conv", "fc"])
+    assert str(e.value) == "2:4 sparsity check failed after stripping for layer(s): conv, fc"
 
 
 def test_is_m_by_n_axis():

@@ -38,5 +38,61 @@ def test_importing_the_recipe_or_the_engine_imports_no_stage_and_no_tfmot():
     before, after = _run(code).splitlines()
     assert before == "[]"
     assert after == str(["pipeline.stages", "pipeline.stages.base", "pipeline.stages.export",
-                         "pipeline.stages.profile", "pipeline.stages.report",
+                         "pipeline.stages.profile", "pipeline.stages.profile.targets",
+                         "pipeline.stages.report",
                          "pipeline.stages.train"])
+
+
+def _imports(path: Path) -> set[str]:
+    """The `pipeline...` modules a file imports, at any depth (function-level imports count: they
+    too are a dependency), except under `if TYPE_CHECKING:` (annotations only)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+            found.add(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return {m for m in found if m.split(".")[0] == "pipeline"}
+
+
+def test_no_import_cycle_between_modules():
+    """One direction of dependency: no two modules of pipeline/ import each other, directly or
+    round a longer circle (was: compress/_keras <-> training, devices/remote <-> setup, and the
+    20-file circle through stages/__init__'s registry)."""
+    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in (ROOT / "pipeline").rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {m: {r for r in map(resolve, _imports(p)) if r and r != m} for m, p in mods.items()}
+    # a package imports its own submodules (its __init__ re-exports): not a cycle with them
+    graph = {m: {d for d in deps if not d.startswith(m + ".") and not m.startswith(d + ".")}
+             for m, deps in graph.items()}
+    cycles, state = [], {}
+
+    def walk(m, path):
+        state[m] = "open"
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                cycles.append(path[path.index(d):] + [d])
+            elif d not in state:
+                walk(d, path + [d])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            walk(m, [m])
+    assert cycles == []

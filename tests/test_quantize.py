@@ -5,7 +5,8 @@ import pytest
 
 import pipeline  # noqa: F401
 import tf_keras as keras
-from _compress_data import digits, int8_weight_zeros, tflite_accuracy, to_tflite_int8, trained_cnn
+from _compress_data import (digits, int8_weight_zeros, prune, qat, tflite_accuracy, to_tflite_int8,
+                            trained_cnn)
 
 from pipeline.compress import magnitude as M
 from pipeline.compress import quantize as Q
@@ -65,21 +66,21 @@ def test_skip_unsupported_annotates_the_rest():
 
 def test_qat_int8_tflite_close_to_float(base, data):
     x, y, xt, yt = data
-    qat, info = Q.qat_finetune(base, x, y, epochs=1)
-    assert info.preserve == "none"
+    model, info = qat(base, data, epochs=1)
+    assert info["preserve"] == "none"
     float_acc = tflite_accuracy(_float_tflite(base), xt, yt)
-    int8_acc = tflite_accuracy(to_tflite_int8(qat, x), xt, yt)
+    int8_acc = tflite_accuracy(to_tflite_int8(model, x), xt, yt)
     assert float_acc > 0.8
     assert int8_acc >= float_acc - 0.03, (float_acc, int8_acc)
 
 
 def test_pruned_input_gets_pqat_and_tflite_keeps_the_zeros(base, data):
-    x, y, _, _ = data
-    pruned, _ = M.prune_magnitude(base, x, y, sparsity=0.8, epochs=1)
+    x, _, _, _ = data
+    pruned, _ = prune(base, data, sparsity=0.8, epochs=1)
     assert Q.detect_preserve(pruned) == "sparsity"
-    qat, info = Q.qat_finetune(pruned, x, y, epochs=1)
-    assert info.scheme == "Default8BitPrunePreserveQuantizeScheme"
-    zeros = int8_weight_zeros(to_tflite_int8(qat, x))
+    model, info = qat(pruned, data, epochs=1)
+    assert info["scheme"] == "Default8BitPrunePreserveQuantizeScheme"
+    zeros = int8_weight_zeros(to_tflite_int8(model, x))
     assert len(zeros) == 4  # stem, conv, fc, classifier kernels
     assert min(zeros.values()) >= 0.79, zeros
 
@@ -129,9 +130,9 @@ def test_coverage_after_pruning_wrappers_were_stripped():
 def test_qat_model_keeps_its_softmax_for_the_loss():
     """Regression: QAT wraps the classifier's softmax in a QuantizeAwareActivation; the loss
     must still see probabilities, not logits (a wrong from_logits cost a point of accuracy)."""
-    from pipeline.compress._keras import compile_for_finetune
+    from pipeline.training import FitConfig, compile_classifier
     from pipeline.zoo import small_cnn
 
-    qat, _ = Q.quantize_aware(small_cnn((8, 8, 1), 10, filters=(4,), dense=16))
-    compile_for_finetune(qat)
-    assert qat.loss.get_config()["from_logits"] is False
+    model, _ = Q.quantize_aware(small_cnn((8, 8, 1), 10, filters=(4,), dense=16))
+    compile_classifier(model, FitConfig())  # what pipeline.training.fit compiles with
+    assert model.loss.get_config()["from_logits"] is False

@@ -1,10 +1,10 @@
-"""Small tf_keras helpers shared by the TF-MOT wrappers: model checks, layer selection, fine-tuning."""
+"""Small tf_keras helpers shared by the algorithms: model checks, layer selection, cloning.
+Fitting is `pipeline.training`'s."""
 
 from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import tf_keras as keras
 
 from pipeline.errors import UserError, did_you_mean
@@ -102,31 +102,6 @@ def outputs_softmax(model) -> bool:
     act = getattr(last, "activation", None)
     act = getattr(act, "activation", act)  # TF-MOT QAT wraps it in a QuantizeAwareActivation
     return getattr(act, "__name__", "") == "softmax"
-
-
-def compile_for_finetune(model, reference=None, learning_rate: float = 1e-3,
-                         loss=None) -> None:
-    """Compile `model` for fine-tuning with a fresh Adam, the way the stages do
-    (`pipeline.training.compile_classifier`: the loss takes logits unless the model, or
-    `reference` for a wrapped one, ends in a softmax)."""
-    from pipeline.training import FitConfig, compile_classifier
-
-    compile_classifier(model, FitConfig(learning_rate=learning_rate, optimizer="adam"), loss=loss,
-                       reference=reference)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, int(np.ceil(n / batch_size)))
-
-
-def fit(model, x, y, *, epochs: int, batch_size: int = 32, callbacks: list | None = None,
-        validation_data=None, seed: int = 0, verbose: int = 0):
-    """model.fit with a seeded shuffle; returns the History."""
-    if epochs < 0:
-        raise UserError(f"Expected epochs >= 0. Received: epochs={epochs}")
-    keras.utils.set_random_seed(seed)
-    return model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=callbacks or [],
-                     validation_data=validation_data, shuffle=True, verbose=verbose)
 
 
 def map_layers(model, fn: Callable):

@@ -1,4 +1,5 @@
-"""Weight clustering (weight sharing) with TF-MOT: cluster, fine-tune, strip, count unique values.
+"""Weight clustering (weight sharing) with TF-MOT: wrap, strip, count unique values (the
+wrapped model is fine-tuned by `pipeline.training.fit`).
 
 Each clustered kernel ends with at most `clusters` distinct values (plus zero when sparsity is
 preserved), which is what makes the file compress well and what CQAT later keeps in int8.
@@ -88,22 +89,6 @@ def apply_clustering(model, clusters: int, init: str = "kmeans_plus_plus", *,
 def strip_clustering(model):
     """The model with clustering wrappers removed (kernels hold the shared values)."""
     return _ck.strip_clustering(model)
-
-
-def cluster(model, x, y, *, clusters: int, init: str = "kmeans_plus_plus", epochs: int = 1,
-            batch_size: int = 32, preserve_sparsity: bool | str = "auto",
-            layers: Iterable[str] | None = None, skip: Iterable[str] = (), skip_first: bool = False,
-            skip_classifier: bool = False, learning_rate: float = 1e-4, validation_data=None,
-            seed: int = 0):
-    """Cluster, fine-tune on (x, y) and strip; returns (stripped model, preserve_sparsity used)."""
-    keras.utils.set_random_seed(seed)  # k-means++ init draws random numbers
-    wrapped, keep_zeros = apply_clustering(
-        model, clusters, init, preserve_sparsity=preserve_sparsity, layers=layers, skip=skip,
-        skip_first=skip_first, skip_classifier=skip_classifier)
-    K.compile_for_finetune(wrapped, model, learning_rate)
-    K.fit(wrapped, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-          seed=seed)
-    return strip_clustering(wrapped), keep_zeros
 
 
 def unique_values_report(model) -> dict[str, int]:

@@ -197,15 +197,3 @@ def count_macs(model) -> int:
             if outs and ins:
                 total += _node_macs(layer, outs[0].shape, ins[0].shape)
     return int(total)
-
-
-def lowrank_finetune(model, x, y, *, epochs: int, batch_size: int = 32,
-                     learning_rate: float = 1e-3, validation_data=None, seed: int = 0,
-                     **factorize_kwargs):
-    """`factorize` then fine-tune on (x, y); returns (model, report)."""
-    new, report = factorize(model, **factorize_kwargs)
-    K.compile_for_finetune(new, model, learning_rate)
-    if epochs:
-        K.fit(new, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-              seed=seed)
-    return new, report

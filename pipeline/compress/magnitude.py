@@ -2,8 +2,9 @@
 
 `plan_schedule` turns a target sparsity and the real number of training steps into a TF-MOT
 schedule whose pruning frequency actually fires (TF-MOT's default of every 100 steps never prunes
-a model fine-tuned for 34 steps, and says nothing). `apply_pruning` wraps the chosen layers,
-`prune_magnitude` / `prune_m_by_n` wrap, fine-tune with `UpdatePruningStep` and strip.
+a model fine-tuned for 34 steps, and says nothing). `apply_pruning` wraps the chosen layers; the
+wrapped model is fine-tuned by `pipeline.training.fit` with `pruning_callbacks()`, then
+`strip_pruning` removes the wrappers and `require_m_by_n` checks an M:N pattern held.
 """
 
 from __future__ import annotations
@@ -172,57 +173,24 @@ def apply_pruning(model, plan: PruningPlan | None = None, *, layers: Iterable[st
     return K.map_layers(base, wrap)
 
 
+def pruning_callbacks() -> list:
+    """What fitting a model wrapped by `apply_pruning` needs: TF-MOT's step counter."""
+    return [_sparsity.UpdatePruningStep()]
+
+
 def strip_pruning(model):
     """The model with pruning wrappers removed (weights keep their zeros)."""
     return _sparsity.strip_pruning(model)
 
 
-def _finetune(wrapped, reference, x, y, *, epochs, batch_size, learning_rate, validation_data, seed):
-    K.compile_for_finetune(wrapped, reference, learning_rate)
-    K.fit(wrapped, x, y, epochs=epochs, batch_size=batch_size, seed=seed,
-          callbacks=[_sparsity.UpdatePruningStep()], validation_data=validation_data)
-    return strip_pruning(wrapped)
-
-
-def prune_magnitude(model, x, y, *, sparsity: float, epochs: int, batch_size: int = 32,
-                    schedule: str = "polynomial", initial_sparsity: float = 0.0,
-                    begin_step: int = 0, end_step: int | None = None,
-                    frequency: int | None = None, layers: Iterable[str] | None = None,
-                    skip: Iterable[str] = (), skip_first: bool = False,
-                    skip_classifier: bool = False, learning_rate: float = 1e-3,
-                    validation_data=None, seed: int = 0):
-    """Prune to `sparsity` while fine-tuning on (x, y); returns (stripped model, PruningPlan)."""
-    K.require_graph_model(model, "pruning")
-    total = int(epochs) * K.steps_per_epoch(len(x), batch_size)
-    plan = plan_schedule(total, sparsity, schedule, initial_sparsity=initial_sparsity,
-                         begin_step=begin_step, end_step=end_step, frequency=frequency)
-    wrapped = apply_pruning(model, plan, layers=layers, skip=skip, skip_first=skip_first,
-                            skip_classifier=skip_classifier)
-    pruned = _finetune(wrapped, model, x, y, epochs=epochs, batch_size=batch_size,
-                       learning_rate=learning_rate, validation_data=validation_data, seed=seed)
-    return pruned, plan
-
-
-def prune_m_by_n(model, x, y, *, m_by_n: Sequence[int] = (2, 4), epochs: int, batch_size: int = 32,
-                 layers: Iterable[str] | None = None, skip: Iterable[str] = (),
-                 skip_first: bool = False, skip_classifier: bool = False,
-                 learning_rate: float = 1e-3, validation_data=None, seed: int = 0):
-    """M:N sparsity (m zeros in every n input-channel weights) with fine-tuning, verified after
-    stripping; returns the stripped model. Raises UserError naming layers that break the pattern."""
+def require_m_by_n(model, m_by_n: Sequence[int], layers: Iterable[str]) -> None:
+    """Raise UserError naming the `layers` of a stripped model that break the M:N pattern."""
     mn = _check_m_by_n(m_by_n)
-    if int(epochs) < 1:  # TF-MOT sets the M:N masks at the first training step
-        raise UserError(f"m_by_n pruning needs epochs >= 1 (masks are set at the first training "
-                        f"step). Received: epochs={epochs}")
-    wrapped = apply_pruning(model, layers=layers, skip=skip, skip_first=skip_first,
-                            skip_classifier=skip_classifier, m_by_n=mn)
-    chosen = [K.inner_name(lay) for lay in wrapped.layers if hasattr(lay, "pruning_vars")]
-    pruned = _finetune(wrapped, model, x, y, epochs=epochs, batch_size=batch_size,
-                       learning_rate=learning_rate, validation_data=validation_data, seed=seed)
-    bad = [n for n, ok in m_by_n_report(pruned, mn).items() if n in chosen and not ok]
+    report = m_by_n_report(model, mn)
+    bad = [n for n in layers if not report.get(n)]
     if bad:
         raise UserError(f"{mn[0]}:{mn[1]} sparsity check failed after stripping for layer(s): "
                         f"{', '.join(bad)}")
-    return pruned
 
 
 def is_m_by_n(kernel: np.ndarray, m_by_n: Sequence[int] = (2, 4)) -> bool:

@@ -162,13 +162,3 @@ def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "au
     with _qk.quantize_scope():
         qat = _qk.quantize_apply(annotated, scheme)
     return qat, QATInfo(chosen, type(scheme).__name__, sorted(skipped))
-
-
-def qat_finetune(model, x, y, *, epochs: int, batch_size: int = 32, skip_unsupported: bool = False,
-                 preserve: str = "auto", learning_rate: float = 1e-4, validation_data=None,
-                 seed: int = 0):
-    """`quantize_aware` then fine-tune on (x, y); returns (trained QAT model, QATInfo)."""
-    qat, info = quantize_aware(model, skip_unsupported=skip_unsupported, preserve=preserve)
-    K.compile_for_finetune(qat, model, learning_rate)
-    K.fit(qat, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data, seed=seed)
-    return qat, info

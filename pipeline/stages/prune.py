@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.errors import UserError, did_you_mean
+from pipeline.errors import did_you_mean
 from pipeline.stages.base import Stage, StageResult
 from pipeline.training import FitConfig
 
@@ -132,20 +132,19 @@ def _fit(model, ds, cfg: PruneConfig, seed: int, callbacks=(), prefix="prune") -
 
 
 def _magnitude(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
-    import tensorflow_model_optimization as tfmot
-
     from pipeline.compress import magnitude as M
+    from pipeline.training import steps_per_epoch
 
     plans = []
-    steps_per_epoch = -(-len(ds.x_train) // cfg.batch_size)
+    steps = steps_per_epoch(len(ds.x_train), cfg.batch_size)
     for i in range(1, cfg.steps + 1):
         target = cfg.sparsity * i / cfg.steps
         start = cfg.initial_sparsity if i == 1 else cfg.sparsity * (i - 1) / cfg.steps
-        plan = M.plan_schedule(cfg.epochs * steps_per_epoch, target, cfg.schedule,
+        plan = M.plan_schedule(cfg.epochs * steps, target, cfg.schedule,
                                initial_sparsity=min(start, target), begin_step=cfg.begin_step,
                                end_step=cfg.end_step, frequency=cfg.frequency)
         wrapped = M.apply_pruning(model, plan, **_tfmot_kwargs(cfg))
-        _fit(wrapped, ds, cfg, seed + i, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        _fit(wrapped, ds, cfg, seed + i, callbacks=M.pruning_callbacks(),
              prefix=f"prune {i}/{cfg.steps}")
         model = M.strip_pruning(wrapped)
         plans.append(plan.to_json())
@@ -156,19 +155,13 @@ def _magnitude(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
 
 
 def _m_by_n(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
-    import tensorflow_model_optimization as tfmot
-
     from pipeline.compress import magnitude as M
 
     wrapped = M.apply_pruning(model, m_by_n=cfg.m_by_n, **_tfmot_kwargs(cfg))
     pruned_names = [lay.layer.name for lay in wrapped.layers if hasattr(lay, "pruning_vars")]
-    _fit(wrapped, ds, cfg, seed, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    _fit(wrapped, ds, cfg, seed, callbacks=M.pruning_callbacks())
     model = M.strip_pruning(wrapped)
-    check = M.m_by_n_report(model, cfg.m_by_n)
-    bad = [n for n in pruned_names if not check.get(n)]
-    if bad:
-        raise UserError(f"{cfg.m_by_n[0]}:{cfg.m_by_n[1]} sparsity check failed after stripping "
-                        f"for layer(s): {', '.join(bad)}")
+    M.require_m_by_n(model, cfg.m_by_n, pruned_names)
     return model, {"sparsity": M.sparsity_report(model),
                    "overall_sparsity": round(M.overall_sparsity(model), 6),
                    "m_by_n": list(cfg.m_by_n), "m_by_n_layers": pruned_names}

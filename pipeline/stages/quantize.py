@@ -114,6 +114,23 @@ def tflite_overall_sparsity(sparsity: dict[str, float], path: str | Path) -> flo
     return round(sum(sparsity[n] * s for n, s in sizes.items()) / total, 6) if total else 0.0
 
 
+def qat_model(model, ds, cfg: QuantizeConfig, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """TF-MOT quantization-aware training of `model` on `ds`: wrap, then fine-tune with
+    `pipeline.training.fit`. Returns (QAT model, metrics: preserve, scheme, float_layers, fit
+    summary, qat_keras_accuracy)."""
+    from pipeline import models
+    from pipeline.compress._keras import require_graph_model
+    from pipeline.compress.quantize import quantize_aware
+    from pipeline.training import fit
+
+    require_graph_model(model, "quantization-aware training")
+    qat, info = quantize_aware(model, skip_unsupported=cfg.skip_unsupported, preserve=cfg.preserve)
+    m = info.to_json()
+    m.update(fit(qat, ds, cfg, seed=seed, prefix="qat"))
+    m["qat_keras_accuracy"] = models.accuracy(qat, ds.x_test, ds.y_test)
+    return qat, m
+
+
 def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int = 0,
                    gates=None) -> dict[str, Any]:
     """Quantize `model` per `cfg` into the .tflite `dest`; returns the file's metrics.
@@ -123,7 +140,6 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
     """
     from pipeline import gates as gate_checks
     from pipeline import models, tflite
-    from pipeline.compress._keras import require_graph_model
 
     models.check_input(model, ds.input_shape)
     float_pred = models.predict(model, ds.x_test)
@@ -133,16 +149,8 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
     m: dict[str, Any] = {"mode": cfg.mode, "float_accuracy": float_acc}
     converted = model
     if cfg.mode == "qat":
-        from pipeline.compress.quantize import quantize_aware
-        from pipeline.training import fit
-
-        require_graph_model(model, "quantization-aware training")
-        qat, info = quantize_aware(model, skip_unsupported=cfg.skip_unsupported,
-                                   preserve=cfg.preserve)
-        m.update(info.to_json())
-        m.update(fit(qat, ds, cfg, seed=seed, prefix="qat"))
-        m["qat_keras_accuracy"] = models.accuracy(qat, ds.x_test, ds.y_test)
-        converted = qat
+        converted, qm = qat_model(model, ds, cfg, seed=seed)
+        m.update(qm)
     params, nonzero = models.count_params(model)  # the float model's, not QAT's quantizers
 
     def check(path: Path, fm: dict[str, Any]) -> None:
