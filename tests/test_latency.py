@@ -121,3 +121,12 @@ def test_cli_predict_prints_ms_and_expected_error(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert out["host"]["predicted_ms"] > 0 and out["host"]["expected_error"] is None
+
+
+def test_random_member_is_a_member_of_the_nas_space():
+    """Regression: random_member imported the nas space from pipeline.compress.search, which had
+    moved to pipeline.search (ModuleNotFoundError in `edgepipe latency calibrate`)."""
+    from pipeline.latency import random_member
+
+    model, opts = random_member(np.random.default_rng(0), (32, 32, 3), 10)
+    assert model.output_shape == (None, 10) and "width" in opts

@@ -67,7 +67,7 @@ def target_session(target: str, timing: Timing, mode: str = "fp32", *,
 
 def random_member(rng: np.random.Generator, input_shape, num_classes: int):
     """A random member of the nas stage's default `mobilenet` space (latency work: untrained)."""
-    from pipeline.compress.search.space import architecture
+    from pipeline.search.space import architecture
     from pipeline.stages.nas_config import SearchSpace
     from pipeline.zoo import mobilenet
 
