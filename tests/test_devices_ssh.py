@@ -392,6 +392,7 @@ def test_recipe_profile_stage_on_boards_with_verification_and_gates(lab, ready, 
     assert str(e.value).endswith(" ms > max_latency_ms 1e-06")
 
 
+@pytest.mark.slow
 def test_multi_input_multi_output_model_verified_on_the_board(lab, ready, tmp_path):
     """A two-input, two-output tf_keras model converted with pipeline.tflite (fp32, and int8 with
     calibration for both inputs), a named golden from the host, and each output checked on the

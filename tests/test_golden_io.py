@@ -72,6 +72,7 @@ def made(tmp_path_factory):
 # ---------------------------------------------------------------- several inputs and outputs
 
 
+@pytest.mark.slow
 def test_runner_names_and_predict_follow_keras_names(made):
     runner = backends.load(made["dir"] / "multi.tflite")
     assert sorted(runner.input_names) == ["image", "meta"]
@@ -93,6 +94,7 @@ def test_runner_names_and_predict_follow_keras_names(made):
                                           for n in runner.input_names))
 
 
+@pytest.mark.slow
 def test_named_golden_layout_and_verify(made, tmp_path):
     path = made["dir"] / "multi_int8.tflite"
     g = host_golden(path, made["data"], tmp_path / "g.npz", "int8")
@@ -112,6 +114,7 @@ def test_named_golden_layout_and_verify(made, tmp_path):
     assert r["outputs"]["value"]["argmax_agreement"] is None
 
 
+@pytest.mark.slow
 def test_float_outputs_of_an_int8_file_get_its_quantization_steps(made, tmp_path):
     """An int8 file with float I/O: each float output is dequantized from an int8 tensor, and
     may be 3 of that tensor's steps off (not 5% of its peak, which let wrong answers through)."""
@@ -133,6 +136,7 @@ def test_float_outputs_of_an_int8_file_get_its_quantization_steps(made, tmp_path
     assert verify.verify(path, shifted)["reasons"][0].startswith("output 'value': max abs")
 
 
+@pytest.mark.slow
 def test_per_output_failures_and_tolerances(made, tmp_path):
     path = made["dir"] / "multi.tflite"
     g = golden.read_golden(host_golden(path, made["data"], tmp_path / "g.npz"))
@@ -159,6 +163,7 @@ def test_per_output_failures_and_tolerances(made, tmp_path):
     assert set(verify.verify(path, part)["outputs"]) == {"klass"}
 
 
+@pytest.mark.slow
 def test_edge_runner_cli_per_output(made, tmp_path, capsys):
     path = made["dir"] / "multi.tflite"
     g = golden.read_golden(host_golden(path, made["data"], tmp_path / "g.npz"))
@@ -186,6 +191,7 @@ def test_edge_runner_cli_per_output(made, tmp_path, capsys):
     assert "outputs      " in out and "klass float32[1, 4]" in out and "value float32[1, 2]" in out
 
 
+@pytest.mark.slow
 def test_golden_layout_errors(made, tmp_path):
     path = made["dir"] / "multi.tflite"
     d = made["data"]
@@ -224,6 +230,8 @@ def _npz(path: Path, **arrays) -> Path:
     return path
 
 
+@pytest.mark.board
+@pytest.mark.slow
 def test_board_venv_verifies_named_goldens(board_python, made, tmp_path):
     """tflite-runtime 2.14 + numpy<2 names the tensors the same way and checks every output."""
     for name, mode in (("multi", None), ("multi_int8", "int8"), ("multi_fio", None),
@@ -244,6 +252,7 @@ def test_board_venv_verifies_named_goldens(board_python, made, tmp_path):
 # ---------------------------------------------------------------- .tflite files made elsewhere
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["hw", "flat", "hwc", "int8", "uint8"])
 def test_golden_cli_fits_the_files_own_input(made, tmp_path, layout):
     """`edgepipe golden X.tflite --data digits` for inputs [1, 28, 28], [1, 784], [1, 28, 28, 1]
@@ -268,6 +277,7 @@ def test_golden_cli_fits_the_files_own_input(made, tmp_path, layout):
     assert verify.verify(path, out)["passed"]
 
 
+@pytest.mark.slow
 def test_golden_cli_shape_that_cannot_fit(made, tmp_path):
     r = CliRunner().invoke(main, ["golden", str(made["dir"] / "vec10.tflite"), "--out",
                                   str(tmp_path / "g.npz")])
@@ -279,6 +289,7 @@ def test_golden_cli_shape_that_cannot_fit(made, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_golden_cli_multi_input_needs_named_data(made, tmp_path):
     path = made["dir"] / "multi.tflite"
     r = CliRunner().invoke(main, ["golden", str(path), "--out", str(tmp_path / "g.npz")])
@@ -350,6 +361,7 @@ def test_edge_runner_still_imports_no_tensorflow():
     assert subprocess.run([sys.executable, "-c", code], cwd=str(ROOT)).returncode == 0
 
 
+@pytest.mark.slow
 def test_verify_fits_a_golden_in_another_layout_and_profile_takes_any_layout(made, tmp_path):
     """A golden of 28 x 28 x 1 images for the [1, 28, 28] and [1, 784] files (an npz of real
     images as a user has them): verify fits the inputs; `edgepipe profile` times any layout."""
@@ -368,6 +380,7 @@ def test_verify_fits_a_golden_in_another_layout_and_profile_takes_any_layout(mad
             list(backends.load(path).input_details[0]["shape"][1:])
 
 
+@pytest.mark.slow
 def test_bench_times_a_goldens_named_inputs(made, tmp_path, capsys):
     """`edge-runner bench --golden`: the golden's first sample of every named input is what runs
     (a detector's post-processing time depends on real inputs), and the result says so."""
@@ -409,6 +422,7 @@ def test_is_distribution():
     assert not verify.is_distribution(probs[:, :1]) and not verify.is_distribution(probs[0])
 
 
+@pytest.mark.slow
 def test_golden_cli_with_an_npz_of_28x28_images_for_a_28x28_input(made, tmp_path):
     """The reported case: an npz of real 28 x 28 uint8 images (no channel axis) and a .tflite
     taking [1, 28, 28] ("[28, 28, 1] but the model expects [28, 28]" before)."""
