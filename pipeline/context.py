@@ -99,14 +99,17 @@ class StageContext:
 
     def save_model(self, model: "tf_keras.Model", name: str = "model",
                    metrics: dict[str, Any] | None = None) -> Artifact:
-        """Save `model` as `<name>.keras`, measure params, sizes and test accuracy; `source` is
+        """Save `model` as `<name>.keras` (tf_keras) and `<name>_keras3.keras` (Keras 3, when it
+        converts; see modelio.save), measure params, sizes and test accuracy; `source` is
         the run's Keras model this stage started from (load_model), when there was one."""
         from pipeline import models
+        from pipeline.modelio.save import write_keras3_copy
 
         fname = f"{name}.keras"
         models.save_model(model, self.out_dir / fname)
         m = models.describe(model, self.out_dir / fname)
         ds = self.dataset()
+        m.update(write_keras3_copy(model, self.out_dir / fname, ds.x_test))
         m["accuracy"] = models.accuracy(model, ds.x_test, ds.y_test)
         if self.model_source:
             m["source"] = self.model_source

@@ -196,10 +196,37 @@ def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
 
 
 def load(path: str | Path) -> Recipe:
+    """Parse a recipe file; its relative paths are relative to the file's folder."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe file not found: {p}")
-    return parse(p.read_text(), str(p))
+    return resolve_paths(parse(p.read_text(), str(p)), p.parent)
+
+
+def _model_file(value: str) -> bool:
+    """How `teacher:` and the model shorthand tell a file from a name."""
+    return value.endswith((".keras", ".h5", ".hdf5")) or "/" in value
+
+
+def resolve_paths(recipe: Recipe, base: Path) -> Recipe:
+    """Every file path in `recipe` made relative to `base` (the recipe file's folder), not to
+    the current directory: model.path, dataset.path, devices, and model paths in stage settings
+    (a distill student's path, a teacher path). Absolute paths stay as they are."""
+    def fix(obj, key: str) -> None:  # assigned only when given: to_yaml dumps set fields
+        value = getattr(obj, key)
+        if value is not None and not Path(value).is_absolute():
+            setattr(obj, key, str(base / value))
+
+    fix(recipe.model, "path")
+    fix(recipe.dataset, "path")
+    fix(recipe, "devices")
+    for st in recipe.stages:
+        for key, value in st.config:
+            if isinstance(value, ModelSpec):
+                fix(value, "path")
+            elif key == "teacher" and isinstance(value, str) and _model_file(value):
+                fix(st.config, key)
+    return recipe
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """Keras 3 models for the bridge tests, built and saved in a process of their own.
 
-Run as `python tests/keras3_models.py OUT_DIR NAME[,NAME...] [--fit STEPS]` with
+Run as `python tests/keras3_models.py OUT_DIR NAME[,NAME...] [--fit EPOCHS]` with
 TF_USE_LEGACY_KERAS unset, so `keras` is Keras 3 exactly as a user has it. Each model is saved as
-OUT_DIR/NAME.keras, NAME.h5 and (graph only) NAME_export/ (model.export); OUT_DIR/NAME.json
-holds its outputs on the digits test inputs and its test accuracy, measured in this process on
-the split edgepipe makes (OUT_DIR/digits8.npz and digits32.npz, written by the test).
-`--check FILE.keras` instead prints the max |diff| between FILE's outputs and the NAME.json next
-to it (the round trip back into Keras 3).
+OUT_DIR/NAME.keras, NAME.h5 and, untrained (no --fit), the graph-only NAME_export/ (model.export);
+OUT_DIR/NAME.json holds its outputs on the digits test inputs and its test accuracy, measured in
+this process on the split edgepipe makes (OUT_DIR/digits8.npz and digits32.npz, written by the
+test). `--check FILE.keras REF.json` instead loads FILE in Keras 3 and prints the max |diff|
+between its outputs on REF's `x` and REF's `y` (the round trip back into Keras 3).
 """
 
 import json
@@ -100,24 +100,24 @@ def main(argv):
         print(json.dumps({"max_abs_diff": float(np.max(np.abs(out - np.asarray(ref["y"]))))}))
         return
     out_dir, names = argv[0], argv[1].split(",")
-    steps = int(argv[argv.index("--fit") + 1]) if "--fit" in argv else 0
+    epochs = int(argv[argv.index("--fit") + 1]) if "--fit" in argv else 0
     for name in names:
         keras.utils.set_random_seed(0)
         model = build(name)
         size = "32" if name in BIG else "8"
         x_tr, x_te, y_tr, y_te = digits(os.path.join(out_dir, f"digits{size}.npz"))
         info = {}
-        if steps and len(model.outputs) == 1:
+        if epochs and len(model.outputs) == 1:
             probs = model.layers[-1].get_config().get("activation") == "softmax"
             model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=not probs))
-            model.fit(x_tr, y_tr, batch_size=32, epochs=max(1, steps * 32 // len(x_tr)),
-                      verbose=0)
+            model.fit(x_tr, y_tr, batch_size=32, verbose=0,
+                      epochs=max(1, epochs // 10) if name in BIG else epochs)
             info["accuracy"] = float(np.mean(model.predict(x_te, verbose=0).argmax(-1) == y_te))
         base = os.path.join(out_dir, name)
         model.save(base + ".keras")
         if name != "nested_mnv3":  # h5 of a nested application: covered by .keras
             model.save(base + ".h5")
-        if name != "lambda":
+        if name != "lambda" and not epochs:  # graph-only SavedModels: for the untrained ones
             model.export(base + "_export", verbose=False)
         if len(model.inputs) == 1:
             info["x"] = x_te[:32].tolist()

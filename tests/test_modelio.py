@@ -38,7 +38,7 @@ def make_keras3(folder: Path, names: str, fit: int = 0, **env) -> None:
                      x_test=ds.x_test, y_test=ds.y_test)
     cmd = [sys.executable, str(FACTORY), str(folder), names] + (["--fit", str(fit)] if fit else [])
     proc = subprocess.run(cmd, env={**keras3_env(), **env}, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

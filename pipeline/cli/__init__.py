@@ -14,6 +14,7 @@ import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before anything imports Tens
 COMMAND_MODULES = (
     "pipeline.cli.run",
     "pipeline.cli.export",
+    "pipeline.cli.convert",
     "pipeline.cli.profile",
     "pipeline.cli.golden",
     "pipeline.cli.devices",

@@ -47,5 +47,46 @@ def dataset_for_model(data: str, model, seed: int = 0):
 
 data_option = click.option("--data", default="digits", show_default=True,
                            help="dataset: digits | FILE.npz | IMAGE_FOLDER | tfds:NAME")
+force_option = click.option("--force", is_flag=True,
+                            help="overwrite the output file if it exists (without --force an "
+                                 "existing output is refused: give --out for another name)")
+
+
+def output_path(out: str | None, default: Path, force: bool) -> Path:
+    """Where a command writes: --out, else `default`; an existing file only with --force."""
+    dest = Path(out) if out else default
+    if dest.exists() and not force:
+        from pipeline.errors import UserError
+
+        raise UserError(f"{dest} exists; give --out for another file, or --force to overwrite it")
+    return dest
+
+
+def keras_output_path(out: str | None, default: Path, force: bool) -> Path:
+    """output_path for a Keras model: its Keras 3 copy (NAME_keras3.keras) is checked too."""
+    from pipeline.modelio.save import keras3_sibling
+
+    dest = output_path(out, default, force)
+    output_path(str(keras3_sibling(dest)), dest, force)
+    return dest
+
+
+def save_keras(model, dest: Path, x) -> dict:
+    """Write `model` as tf_keras `dest` and its Keras 3 copy beside it; metrics of the copy."""
+    from pipeline import models
+    from pipeline.modelio.save import write_keras3_copy
+
+    models.save_model(model, dest)
+    return write_keras3_copy(model, dest, x)
+
+
+def keras3_note(m: dict) -> str:
+    """'; Keras 3: NAME' or '; no Keras 3 copy: why', for a command's one-line summary."""
+    if m.get("keras3_file"):
+        return f"; Keras 3: {m['keras3_file']} (max|diff| {m['keras3_max_abs_diff']:.1e})"
+    return f"; no Keras 3 copy: {m.get('keras3_error')}"
+
+
 unsafe_option = click.option("--unsafe", is_flag=True,
-                             help="allow .keras models that carry Python code (Lambda)")
+                             help="allow model files (.keras, .h5, SavedModel) that carry Python code "
+                                  "(Lambda layers): it runs when the file is loaded")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
+                                 keras_output_path, save_keras,
+                                 unsafe_option)
 
 #: DistillConfig field -> the option that sets it, for error messages.
 _OPTION = {"student": "--student", "temperature": "--temperature", "alpha": "--alpha",
@@ -81,10 +83,11 @@ def _feature_pairs(ctx, param, values) -> list[tuple[str, str]]:
               help="also match this teacher layer's features with this student layer's (MSE)")
 @click.option("--feature-weight", default=1.0, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
+@force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, batch_size,
-            learning_rate, optimizer, patience, feature_pairs, feature_weight, seed, unsafe,
+            learning_rate, optimizer, patience, feature_pairs, feature_weight, seed, force, unsafe,
             as_json) -> None:
     """Train a small student against a frozen teacher (knowledge distillation)."""
     from pipeline import models
@@ -97,6 +100,8 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
                   feature_weight=feature_weight)
     from pipeline.modelio.graph import require_layers
 
+    dest = keras_output_path(out, Path(teacher_path).with_name(
+        f"{Path(teacher_path).stem}_student.keras"), force)
     teacher = models.load_model(teacher_path, unsafe=unsafe)
     require_layers(teacher, "distill (its teacher)")
     ds = dataset_for_model(data, teacher, seed=seed)
@@ -104,19 +109,17 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
                                num_classes=ds.num_classes, seed=seed)
     t_acc = models.accuracy(teacher, ds.x_test, ds.y_test)
     summary = run_distill(teacher, student, ds, cfg, seed=seed)
-    dest = Path(out) if out else Path(teacher_path).with_name(
-        f"{Path(teacher_path).stem}_student.keras")
-    models.save_model(student, dest)
+    saved = save_keras(student, dest, ds.x_test)
     t_params, s_params = models.count_params(teacher)[0], models.count_params(student)[0]
     m = {"path": str(dest), "accuracy": models.accuracy(student, ds.x_test, ds.y_test),
          "params": s_params, "teacher_accuracy": t_acc, "teacher_params": t_params,
-         "compression": round(t_params / max(1, s_params), 3), **summary}
+         "compression": round(t_params / max(1, s_params), 3), **saved, **summary}
     if as_json:
         click.echo(json.dumps(m, indent=2))
     else:
         click.echo(f"{dest}: student accuracy {m['accuracy']:.4f} (teacher {t_acc:.4f}), "
                    f"{s_params} params ({m['compression']:.1f}x fewer than the teacher's "
-                   f"{t_params})")
+                   f"{t_params}){keras3_note(m)}")
 
 
 commands = [distill]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+from pipeline.cli.common import (data_option, dataset_for_model, force_option, output_path,
+                                 unsafe_option)
 
 
 @click.command()
@@ -18,17 +19,18 @@ from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
 @click.option("--out", type=click.Path(dir_okay=False), help="output .tflite "
               "(default: MODEL's name + _MODE.tflite beside it)")
 @click.option("--sparse", is_flag=True, help="store pruned weights sparsely")
+@force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
-def export(model_path, mode, data, out, sparse, unsafe, as_json) -> None:
+def export(model_path, mode, data, out, sparse, force, unsafe, as_json) -> None:
     """Convert a Keras model to TFLite and validate it on the test split of --data."""
     from pipeline import models, tflite
 
     tflite.check_mode(mode)
+    dest = output_path(out, Path(model_path).with_name(
+        f"{Path(model_path).stem}_{mode}{'_sparse' if sparse else ''}.tflite"), force)
     model = models.load_model(model_path, unsafe=unsafe)
     ds = dataset_for_model(data, model)
-    dest = Path(out) if out else Path(model_path).with_name(
-        f"{Path(model_path).stem}_{mode}{'_sparse' if sparse else ''}.tflite")
     m = tflite.export(model, dest, mode, ds, sparse=sparse)
     if as_json:
         click.echo(json.dumps({"path": str(dest), "quantization": mode, **m}, indent=2))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import data_option, load_data
+from pipeline.cli.common import data_option, force_option, load_data, output_path
 
 
 @click.command()
@@ -18,8 +18,9 @@ from pipeline.cli.common import data_option, load_data
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="golden .npz (default: MODEL's name + _golden.npz beside it)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the data splits")
+@force_option
 @click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
-def golden(model_path, data, samples, out, seed, as_json) -> None:
+def golden(model_path, data, samples, out, seed, force, as_json) -> None:
     """Run real test inputs through MODEL.tflite on this host and write inputs and outputs to an
     .npz; `edge-runner verify MODEL.tflite GOLDEN.npz` on a board then checks that the board
     computes the same answers."""
@@ -36,7 +37,7 @@ def golden(model_path, data, samples, out, seed, as_json) -> None:
     ds = load_data(data, layout[:2] if layout else None, layout[2] if layout else None, seed)
     x = ds.x_test  # an array, or {input name: array} for a model with several inputs
     n = min(samples, len(next(iter(x.values())) if isinstance(x, dict) else x))
-    target = Path(out) if out else path.with_name(path.stem + "_golden.npz")
+    target = output_path(out, path.with_name(path.stem + "_golden.npz"), force)
     try:
         # written atomically: nothing half-written on failure
         host_golden(path, x, target, samples=n)

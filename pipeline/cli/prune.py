@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
+                                 keras_output_path, save_keras,
+                                 unsafe_option)
 
 
 def config_from_options(cls, options: dict, names: dict[str, str]):
@@ -79,11 +81,12 @@ def _per_layer(items) -> dict[str, float] | None:
 @click.option("--out", type=click.Path(dir_okay=False),
               help="pruned .keras (default: MODEL's name + _pruned.keras beside it)")
 @click.option("--seed", default=0, show_default=True, type=int)
+@force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_step, m_by_n, layers,
           skip, skip_first, skip_classifier, ratio, criterion, round_to, min_channels, protect,
-          per_layer, steps, epochs, batch_size, learning_rate, data, out, seed, unsafe,
+          per_layer, steps, epochs, batch_size, learning_rate, data, out, seed, force, unsafe,
           as_json) -> None:
     """Prune a Keras model (TF-MOT magnitude or M:N, or whole channels) and fine-tune it."""
     from pipeline import models
@@ -99,12 +102,13 @@ def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_ste
         {"m_by_n": "--m-by-n", "layers": "--layer", "per_layer": "--per-layer", "method": "--method"})
     from pipeline.modelio.graph import require_layers
 
+    dest = keras_output_path(out, Path(model_path).with_name(
+        f"{Path(model_path).stem}_pruned.keras"), force)
     model = models.load_model(model_path, unsafe=unsafe)
     require_layers(model, "prune")
     ds = dataset_for_model(data, model, seed=seed)
     new, m = prune_model(model, ds, cfg, seed=seed)
-    dest = Path(out) if out else Path(model_path).with_name(f"{Path(model_path).stem}_pruned.keras")
-    models.save_model(new, dest)
+    m.update(save_keras(new, dest, ds.x_test))
     m.update(models.describe(new, dest), path=str(dest),
              accuracy=models.accuracy(new, ds.x_test, ds.y_test))
     if as_json:
@@ -113,7 +117,8 @@ def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_ste
     what = (f"sparsity {m['overall_sparsity']:.3f}" if "overall_sparsity" in m else
             f"params {m['params_before']} -> {m['params_after']}")
     click.echo(f"{dest}: {cfg.method} pruning, {what}, accuracy {m['accuracy']:.4f} "
-               f"(before {m['accuracy_before']:.4f}), {m['size_bytes']} bytes (gzip {m['gzip_bytes']})")
+               f"(before {m['accuracy_before']:.4f}), {m['size_bytes']} bytes (gzip {m['gzip_bytes']})"
+               f"{keras3_note(m)}")
 
 
 commands = [prune]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+from pipeline.cli.common import (data_option, dataset_for_model, force_option, output_path,
+                                 unsafe_option)
 from pipeline.cli.prune import config_from_options
 
 
@@ -27,10 +28,11 @@ from pipeline.cli.prune import config_from_options
 @click.option("--out", type=click.Path(dir_okay=False),
               help="output .tflite (default: MODEL's name + _MODE.tflite beside it)")
 @click.option("--seed", default=0, show_default=True, type=int)
+@force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_size, learning_rate,
-             skip_unsupported, preserve, data, out, seed, unsafe, as_json) -> None:
+             skip_unsupported, preserve, data, out, seed, force, unsafe, as_json) -> None:
     """Quantize a Keras model (post-training or QAT) to a validated .tflite."""
     from pipeline import models
     from pipeline.stages.quantize import QuantizeConfig, quantize_model
@@ -41,11 +43,12 @@ def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_siz
         preserve=preserve), {})
     from pipeline.modelio.graph import require_layers
 
+    dest = output_path(out, Path(model_path).with_name(f"{Path(model_path).stem}_{mode}.tflite"),
+                       force)
     model = models.load_model(model_path, unsafe=unsafe)
     if mode == "qat":
         require_layers(model, "quantize --mode qat")
     ds = dataset_for_model(data, model, seed=seed)
-    dest = Path(out) if out else Path(model_path).with_name(f"{Path(model_path).stem}_{mode}.tflite")
     m = quantize_model(model, ds, cfg, dest, seed=seed)
     if as_json:
         click.echo(json.dumps({"path": str(dest), **m}, indent=2, default=float))

@@ -88,8 +88,12 @@ def activation_fn(k, layer_name: str, act: str) -> tuple[str, Callable | None]:
     raise _refuse(layer_name, f"activation {act!r} has no tf_keras equivalent")
 
 
+class ConversionError(UserError):
+    """A model that has no faithful twin in the other Keras (a layer, argument or dtype)."""
+
+
 def _refuse(layer_name: str, why: str) -> UserError:
-    return UserError(f"layer {layer_name!r}: {why}; edgepipe cannot convert this Keras 3 model "
+    return ConversionError(f"layer {layer_name!r}: {why}; edgepipe cannot convert this Keras 3 model "
                      f"faithfully to tf_keras (replace the layer with a built-in one, or give "
                      f"edgepipe a tf_keras model or a SavedModel for export only)")
 
@@ -129,7 +133,7 @@ def _sub_object(k, kind: str, layer_name: str, key: str, value: Any) -> Any:
 def check_dtype(layer) -> None:
     policy = getattr(getattr(layer, "dtype_policy", None), "name", "float32")
     if policy != "float32":
-        raise UserError(f"layer {layer.name!r}: dtype policy {policy!r} (mixed precision) has no "
+        raise ConversionError(f"layer {layer.name!r}: dtype policy {policy!r} (mixed precision) has no "
                         f"faithful tf_keras equivalent here; set keras.config.set_dtype_policy("
                         f"'float32'), rebuild and save the model in float32, then retry")
 

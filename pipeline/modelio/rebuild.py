@@ -124,23 +124,9 @@ class _Builder:
         for spec in config["layers"]:
             if spec["class_name"] == "InputLayer":
                 tensors[(spec["name"], 0)] = [_input(self.k, by_name[spec["name"]])]
-        todo = [(spec, i, node) for spec in config["layers"] if spec["class_name"] != "InputLayer"
-                for i, node in enumerate(spec["inbound_nodes"])]
-        while todo:
-            left = []
-            for spec, i, node in todo:
-                try:
-                    args = _resolve(node.get("args", []), tensors)
-                    kwargs = _resolve(node.get("kwargs", {}), tensors)
-                except KeyError:  # an input made by a node not replayed yet (shared layers)
-                    left.append((spec, i, node))
-                    continue
-                out = self.call(by_name[spec["name"]], args, kwargs)
-                tensors[(spec["name"], i)] = out if isinstance(out, (list, tuple)) else [out]
-            if len(left) == len(todo):
-                raise UserError(f"model {m.name!r}: its layer graph has nodes whose inputs are "
-                                f"never made ({left[0][0]['name']}); the file is inconsistent")
-            todo = left
+        specs = [(spec["name"], spec["inbound_nodes"]) for spec in config["layers"]
+                 if spec["class_name"] != "InputLayer"]
+        replay(m.name, specs, tensors, lambda name, a, kw: self.call(by_name[name], a, kw))
         ins = [_ref(r, tensors) for r in _refs(config["input_layers"])]
         outs = [_ref(r, tensors) for r in _refs(config["output_layers"])]
         return self.k.Model(ins if len(ins) > 1 else ins[0], outs if len(outs) > 1 else outs[0],
@@ -154,6 +140,32 @@ class _Builder:
                 raise L._refuse(k3_layer.name, f"its weights {[a.shape for a in src]} do not map "
                                                f"onto tf_keras' {[b.shape for b in dst]}")
             tf_layer.set_weights(src)
+
+
+def replay(model_name: str, specs, tensors: dict, call) -> None:
+    """Call each layer at each of its nodes once the node's input tensors exist.
+
+    specs: [(layer name, [{"args": [...], "kwargs": {...}}, ...])] with inputs as serialized
+    Keras tensors (`__keras_tensor__` with keras_history [layer, node, index]); tensors:
+    (layer, node) → output list, holding the model's inputs; call(name, args, kwargs) → outputs.
+    Shared layers can need a later layer's output, hence the rounds.
+    """
+    todo = [(name, i, node) for name, nodes in specs for i, node in enumerate(nodes)]
+    while todo:
+        left = []
+        for name, i, node in todo:
+            try:
+                args = _resolve(node.get("args", []), tensors)
+                kwargs = _resolve(node.get("kwargs", {}), tensors)
+            except KeyError:  # an input made by a node not replayed yet
+                left.append((name, i, node))
+                continue
+            out = call(name, args, kwargs)
+            tensors[(name, i)] = out if isinstance(out, (list, tuple)) else [out]
+        if len(left) == len(todo):
+            raise UserError(f"model {model_name!r}: its layer graph has nodes whose inputs are "
+                            f"never made ({left[0][0]}); the file is inconsistent")
+        todo = left
 
 
 def _refs(spec):
