@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pipeline.data import Dataset
     from pipeline.recipe import Recipe
+    from pipeline.tasks import Task
 
 log = logging.getLogger("edgepipe")
 
@@ -72,15 +73,30 @@ class StageContext:
             model = models.load_model(self.path(art), unsafe=True)  # our own file
             self._loaded_from = art.path
         else:
+            from pipeline.tasks import output_units
+
             model = models.from_spec(self.recipe.model, input_shape=ds.input_shape,
-                                     num_classes=ds.num_classes, seed=self.seed)
+                                     num_classes=output_units(ds), seed=self.seed)
             self._loaded_from = RECIPE_MODEL
         if layers:
             require_layers(model, f"the {self.stage_dir.split('_', 1)[-1]} stage")
-        models.check_input(model, ds.input_shape)
-        models.check_output(model, ds.num_classes)
+        self.bind_task(model)
         modelio.check(model, ds.x_test)
         return model
+
+    def bind_task(self, model) -> "Task":
+        """The recipe's task (declared or inferred) of `model` on the data, checked against both
+        and kept with the dataset for fitting, export and quantization (pipeline/tasks.py)."""
+        from pipeline import tasks
+
+        return tasks.bind(self.recipe.task, model, self.dataset())
+
+    def task(self) -> "Task":
+        """The task bound by load_model (or bind_task)."""
+        from pipeline import tasks
+
+        return self.dataset().task or tasks.bind(self.recipe.task, self.load_model(),
+                                                 self.dataset())
 
     @property
     def model_source(self) -> str | None:
@@ -107,10 +123,14 @@ class StageContext:
 
         fname = f"{name}.keras"
         models.save_model(model, self.out_dir / fname)
+        from pipeline import tasks
+
         m = models.describe(model, self.out_dir / fname)
         ds = self.dataset()
         m.update(write_keras3_copy(model, self.out_dir / fname, ds.x_test))
-        m["accuracy"] = models.accuracy(model, ds.x_test, ds.y_test)
+        task = tasks.of(model, ds)
+        m.update(tasks.keras_metrics(model, ds, task))
+        m["task"] = task.to_json()
         if self.model_source:
             m["source"] = self.model_source
         m.update(metrics or {})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import UserError, did_you_mean
 
@@ -17,7 +17,7 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="digits | npz | image_dir | tfds:NAME")
+    name: str = Field(description="digits | diabetes | npz | image_dir | tfds:NAME")
     path: str | None = Field(None, description="file (npz) or folder (image_dir)")
     input_size: tuple[int, int] | None = Field(
         None, description="resize images to [height, width]; digits default [32, 32]")
@@ -26,6 +26,9 @@ class DatasetSpec(BaseModel):
     test_split: float = Field(0.2, gt=0, lt=1)
     calibration_size: int = Field(200, ge=1, description="samples drawn from train for int8 calibration")
     train_fraction: float = Field(1.0, gt=0, le=1, description="keep this fraction of training samples")
+    target: Literal["class", "value", "class+value"] = Field(
+        "class", description="digits: the class label; its value as a float (regression); or "
+                             "both, as targets of the outputs `class` and `value`")
 
     @field_validator("name")
     @classmethod
@@ -36,29 +39,69 @@ class DatasetSpec(BaseModel):
                              f"expected one of: {', '.join(sorted(LOADERS))}")
         return v
 
+    @model_validator(mode="after")
+    def _target_of_digits(self) -> "DatasetSpec":
+        if self.target != "class" and self.name != "digits":
+            raise ValueError(f"target applies to dataset digits, not {self.name}")
+        return self
+
 
 @dataclass
 class Dataset:
+    """Splits of inputs and targets. A model with several inputs gets `x_*` as {input name: array}
+    (npz keys `x_train__<input>`); several outputs `y_*` as {output name: array}
+    (`y_train__<output>`); an x-only npz has `y_*` None (task fidelity)."""
+
     name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
+    x_test: Any
+    y_test: Any
+    num_classes: int | None  # integer labels of one output: their count; else None
     seed: int = 0
     calibration_size: int = 200
+    task: Any = None  # the pipeline.tasks.Task bound to this data and model (tasks.bind)
+
+    @property
+    def multi_input(self) -> bool:
+        return isinstance(self.x_train, dict)
+
+    @property
+    def multi_output(self) -> bool:
+        return isinstance(self.y_train, dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x_train.shape[1:])
+        """One input's sample shape (the first input's, for several: see input_shapes)."""
+        return next(iter(self.input_shapes.values()))
 
-    def calibration(self, n: int | None = None) -> np.ndarray:
-        """A seeded subset of the training inputs, for int8 calibration and activation criteria."""
-        n = min(n or self.calibration_size, len(self.x_train))
-        idx = np.random.default_rng(self.seed + 1).choice(len(self.x_train), n, replace=False)
-        return self.x_train[np.sort(idx)]
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        xs = self.x_train if self.multi_input else {"": self.x_train}
+        return {k: tuple(int(d) for d in v.shape[1:]) for k, v in xs.items()}
+
+    def calibration(self, n: int | None = None) -> Any:
+        """A seeded subset of the training inputs (every input), for int8 calibration and
+        activation criteria."""
+        size = num_samples(self.x_train)
+        n = min(n or self.calibration_size, size)
+        idx = np.random.default_rng(self.seed + 1).choice(size, n, replace=False)
+        return take(self.x_train, np.sort(idx))
+
+
+def num_samples(a: Any) -> int:
+    return len(next(iter(a.values()))) if isinstance(a, dict) else len(a)
+
+
+def take(a: Any, idx) -> Any:
+    """Rows `idx` of an array, of every array of a dict, or None."""
+    if a is None:
+        return None
+    if isinstance(a, dict):
+        return {k: v[idx] for k, v in a.items()}
+    return a[idx]
 
 
 def _resize(x: np.ndarray, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
@@ -81,7 +124,10 @@ def _load_digits(spec: DatasetSpec):
 
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)  # 8x8, values 0..16
-    return _resize(x, spec.input_size or (32, 32), spec.channels or 1), d.target.astype(np.int64), None
+    labels = d.target.astype(np.int64)
+    y = {"class": labels, "value": labels.astype(np.float32)}
+    return (_resize(x, spec.input_size or (32, 32), spec.channels or 1),
+            y if spec.target == "class+value" else y[spec.target], None)
 
 
 def _load_npz(spec: DatasetSpec):
@@ -95,18 +141,13 @@ def _load_npz(spec: DatasetSpec):
         z = np.load(p, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {p} as .npz: {e}") from None
-    keys = set(z.files)
-    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-        xtr, xte = _as_images(z["x_train"], spec), _as_images(z["x_test"], spec)
-        return xtr, z["y_train"].astype(np.int64), (xte, z["y_test"].astype(np.int64))
-    if {"x", "y"} <= keys:
-        return _as_images(z["x"], spec), z["y"].astype(np.int64), None
-    raise UserError(f"{p} holds arrays {sorted(keys)}; expected x_train, y_train, x_test, y_test "
-                    f"or x, y")
+    return npz_arrays(z, p, spec)
 
 
 def _as_images(x: np.ndarray, spec: DatasetSpec) -> np.ndarray:
     x = x.astype(np.float32)
+    if x.ndim == 2:  # vectors (tabular features): no pixels to scale or resize
+        return x
     if x.max(initial=0) > 1.5:  # 0..255 pixels
         x = x / 255.0
     return _resize(x, spec.input_size, spec.channels)
@@ -144,16 +185,86 @@ def _load_tfds(spec: DatasetSpec):
     return _as_images(xtr, spec), ytr.astype(np.int64), (_as_images(xte, spec), yte.astype(np.int64))
 
 
-LOADERS: dict[str, Callable] = {"digits": _load_digits, "npz": _load_npz,
+# ----- targets of any kind, several inputs and outputs (tasks: pipeline/tasks.py) -----------------
+SEP = "__"  # x_train__<input name>, y_train__<output name>
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Integer class labels as int64; any other target (floats, maps) as float32, shape kept."""
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return y.astype(np.int64)
+    return y.astype(np.float32)
+
+
+def _named(z, prefix: str) -> dict[str, np.ndarray]:
+    """{name: array} of the keys `<prefix>__<name>`."""
+    return {k[len(prefix) + len(SEP):]: z[k] for k in z.files if k.startswith(prefix + SEP)}
+
+
+def _part(z, prefix: str, convert: Callable) -> Any:
+    """The array `prefix`, or {name: array} of `prefix__<name>` keys, or None."""
+    if prefix in z.files:
+        return convert(z[prefix])
+    named = _named(z, prefix)
+    return {k: convert(v) for k, v in named.items()} if named else None
+
+
+def npz_arrays(z, p: Path, spec: DatasetSpec):
+    """(x, y, test or None) from an npz's keys: x_train/y_train/x_test/y_test or x/y, each one
+    array or several `<key>__<name>` arrays (one per model input or output); no y keys: x-only
+    (task fidelity)."""
+    images = lambda a: _as_images(a, spec)  # noqa: E731
+    parts = {k: _part(z, k, images if k.startswith("x") else _labels)
+             for k in ("x_train", "y_train", "x_test", "y_test", "x", "y")}
+    if parts["x_train"] is not None and parts["x_test"] is not None:
+        x, y, test = parts["x_train"], parts["y_train"], (parts["x_test"], parts["y_test"])
+        if (y is None) != (test[1] is None):
+            raise UserError(f"{p} has {'y_train' if y is not None else 'y_test'} but not "
+                            f"{'y_test' if y is not None else 'y_train'}; give targets for both "
+                            f"splits, or neither (x-only, task fidelity)")
+    elif parts["x"] is not None:
+        x, y, test = parts["x"], parts["y"], None
+    else:
+        raise UserError(f"{p} holds arrays {sorted(z.files)}; expected x_train, y_train, x_test, "
+                        f"y_test or x, y (y optional: x-only data for task fidelity; several "
+                        f"inputs/outputs as x_train__<input>, y_train__<output>)")
+    _check_lengths(p, x, y)
+    if test is not None:
+        _check_lengths(p, *test)
+    return x, y, test
+
+
+def _check_lengths(p: Path, x: Any, y: Any) -> None:
+    arrays = {**(x if isinstance(x, dict) else {"x": x}),
+              **(y if isinstance(y, dict) else {"y": y} if y is not None else {})}
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise UserError(f"{p}: arrays of one split differ in length "
+                        f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); every input "
+                        f"and target needs one row per sample")
+
+
+def _load_diabetes(spec: DatasetSpec):
+    """scikit-learn's bundled diabetes data: 10 standardized features, disease progression a
+    year later (25..346) as a float regression target."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    return d.data.astype(np.float32), d.target.astype(np.float32), None
+
+
+LOADERS: dict[str, Callable] = {"digits": _load_digits, "diabetes": _load_diabetes,
+                                "npz": _load_npz,
                                 "image_dir": _load_image_dir, "tfds": _load_tfds}
 
 
 def _split(x, y, frac, rng):
     """Stratified-enough seeded split: shuffle, then take `frac` for the second part."""
-    idx = rng.permutation(len(x))
-    n2 = max(1, int(round(len(x) * frac)))
+    idx = rng.permutation(num_samples(x))
+    n2 = max(1, int(round(num_samples(x) * frac)))
     a, b = idx[n2:], idx[:n2]
-    return x[a], y[a], x[b], y[b]
+    return take(x, a), take(y, a), take(x, b), take(y, b)
 
 
 def load_dataset(spec: DatasetSpec | str | dict, seed: int = 0) -> Dataset:
@@ -169,8 +280,10 @@ def load_dataset(spec: DatasetSpec | str | dict, seed: int = 0) -> Dataset:
         xte, yte = test
     xtr, ytr, xva, yva = _split(x, y, spec.val_split, rng)
     if spec.train_fraction < 1:
-        keep = np.sort(rng.permutation(len(xtr))[: max(1, int(len(xtr) * spec.train_fraction))])
-        xtr, ytr = xtr[keep], ytr[keep]
-    num_classes = int(max(y.max(), yte.max())) + 1
+        n = num_samples(xtr)
+        keep = np.sort(rng.permutation(n)[: max(1, int(n * spec.train_fraction))])
+        xtr, ytr = take(xtr, keep), take(ytr, keep)
+    num_classes = (int(max(y.max(), yte.max())) + 1 if isinstance(y, np.ndarray)
+                   and np.issubdtype(y.dtype, np.integer) else None)
     return Dataset(spec.name, xtr, ytr, xva, yva, xte, yte, num_classes, seed,
                    spec.calibration_size)

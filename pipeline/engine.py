@@ -67,6 +67,7 @@ def plan(recipe: Recipe) -> list[StagePlan]:
     """Each stage's folder and fingerprint, chained so a change re-runs everything after it."""
     base = {"dataset": recipe.dataset.model_dump(mode="json"),
             "model": recipe.model.model_dump(mode="json"), "seed": recipe.seed,
+            **({"task": recipe.task.model_dump(mode="json")} if recipe.task else {}),
             "gates": recipe.gates.model_dump(mode="json"), "devices": recipe.devices,
             "inputs": _inputs_hash(recipe), "versions": library_versions()}
     out, prev = [], sha256_json(base)

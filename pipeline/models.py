@@ -22,7 +22,8 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    zoo: str | None = Field(None, description="builder in pipeline.zoo: small_cnn | mobilenet")
+    zoo: str | None = Field(None, description="builder in pipeline.zoo: small_cnn | mobilenet | "
+                                              "mlp | two_head_cnn | autoencoder")
     application: str | None = Field(None, description="keras.applications NAME (weights=None)")
     path: str | None = Field(None, description=".keras, .h5 or SavedModel folder")
     options: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
@@ -133,8 +134,9 @@ def describe(model, path: str | Path | None = None) -> dict[str, Any]:
     from pipeline.artifacts import sizes
 
     params, nonzero = count_params(model)
+    shapes = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
     out: dict[str, Any] = {"params": params, "nonzero_params": nonzero,
-                           "input_shape": list(model.input_shape[1:])}
+                           "input_shape": list(shapes[0][1:])}
     if path is not None:
         out.update(sizes(path))
     return out

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.data import DatasetSpec
 from pipeline.errors import RecipeError, did_you_mean
 from pipeline.models import ModelSpec
+from pipeline.tasks import TaskSpec
 from pipeline.config import StageConfig
 from pipeline.registry import STAGES, how_to_make, stage_class, unknown_stage
 
@@ -23,6 +24,13 @@ class Gates(BaseModel):
     min_accuracy: float | None = Field(None, ge=0, le=1, description="each .tflite's test accuracy (fraction)")
     max_accuracy_drop: float | None = Field(
         None, ge=0, le=1, description="a .tflite's accuracy below its Keras model's (fraction)")
+    min_metric: float | None = Field(
+        None, description="the worst acceptable value of the task's metric on each .tflite: a "
+                          "floor when higher is better (accuracy, r2, snr_db), a ceiling when "
+                          "lower is better (mae, rmse)")
+    max_metric_drop: float | None = Field(
+        None, ge=0, description="how much worse than its Keras model's a .tflite's metric may "
+                                "be, in the metric's own direction")
     max_latency_ms: float | None = Field(None, gt=0, description="p50 latency of each .tflite")
     max_size_kb: float | None = Field(None, gt=0, description="raw size of each .tflite")
 
@@ -44,6 +52,8 @@ class Recipe(BaseModel):
     seed: int = 0
     dataset: DatasetSpec
     model: ModelSpec
+    task: TaskSpec | None = Field(None, description="classification | regression | fidelity "
+                                  "(+ metric, top_k, loss); null: inferred from data and model")
     stages: list[StageEntry] = Field(min_length=1)
     gates: Gates = Field(default_factory=Gates)
     devices: str | None = Field(None, description="devices.yaml for profile targets")
@@ -184,7 +194,13 @@ def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
     """Stage order the stages' own settings cannot see: what a stage needs (a .tflite to time)
     an earlier stage must make."""
     made: set[str] = set()
+    task = recipe.task.name if recipe.task else None
     for i, st in enumerate(recipe.stages):
+        if st.name == "nas" and task not in (None, "classification"):
+            raise RecipeError(_format_error(
+                {"loc": ("stages", i, "nas"), "type": "value_error",
+                 "msg": f"nas searches classifiers only; this recipe's task is {task}: drop the "
+                        f"nas stage"}, root, source))
         cls = stage_class(st.name)
         for fmt, what in cls.needs.items():
             if fmt not in made:

@@ -73,6 +73,10 @@ def _int16x8(conv, calib):
     return conv
 
 
+#: int8 files: integer inputs and outputs, or float ones (quantize/dequantize ops inside the
+#: file: the board feeds floats and a regressor's outputs keep their resolution)
+IO_TYPES = ("int8", "float32")
+
 #: quantization mode → converter set-up. The registry every exporter (export, quantize) uses.
 MODES: dict[str, Callable] = {"fp32": _fp32, "dynamic": _dynamic, "float16": _float16,
                               "int8": _int8, "int16x8": _int16x8}
@@ -86,19 +90,26 @@ def check_mode(mode: str) -> str:
 
 
 def convert(model, mode: str = "fp32", calibration: np.ndarray | dict | None = None,
-            sparse: bool = False) -> bytes:
+            sparse: bool = False, io: str = "int8") -> bytes:
     """Convert a tf_keras model (or a graph-only SavedModel) to a TFLite flatbuffer in `mode`.
 
     `calibration`: int8/int16x8 representative inputs, an array or {input name: array}.
     `sparse` adds EXPERIMENTAL_SPARSITY so pruned weights are stored in a sparse format.
     A model that went through quantization-aware training converts to int8 with `mode="int8"`.
+    `io="float32"` keeps an int8 file's inputs and outputs float (see IO_TYPES).
     """
     import tensorflow as tf
 
     check_mode(mode)
+    if io not in IO_TYPES:
+        raise UserError(f"unknown io {io!r}{did_you_mean(io, IO_TYPES)}; expected one of: "
+                        f"{', '.join(IO_TYPES)}")
     graph = getattr(model, "tflite_converter", None)  # a SavedModel without layers (GraphModel)
     source = graph() if graph else tf.lite.TFLiteConverter.from_keras_model(model)
     conv = MODES[mode](source, calibration)
+    if mode == "int8" and io == "float32":
+        conv.inference_input_type = tf.float32
+        conv.inference_output_type = tf.float32
     if sparse:
         conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     from tensorflow.lite.python.convert_phase import ConverterError
@@ -141,9 +152,35 @@ def predict(path: str | Path, x: np.ndarray | dict, threads: int = 2):
     return load(path, threads=threads).predict(x)
 
 
+def predict_outputs(path: str | Path, x, output_names: list[str], threads: int = 2
+                    ) -> list[np.ndarray]:
+    """Float outputs of a .tflite on inputs `x` (one array, or {input name: array}), a list in
+    the Keras model's output order: several inputs/outputs go through the file's signature,
+    whose keys are the Keras input and output names."""
+    from edge_runner.backends import dequantize, load, quantize
+
+    runner = load(path, threads=threads)
+    if not isinstance(x, dict) and len(output_names) == 1:
+        return [np.asarray(runner.predict(x))]
+    sig = runner.interpreter.get_signature_runner()
+    ins, outs = sig.get_input_details(), sig.get_output_details()
+    xs = x if isinstance(x, dict) else {next(iter(ins)): x}
+    if sorted(xs) != sorted(ins) or sorted(output_names) != sorted(outs):
+        raise ExportError(f"{Path(path).name}: its signature has inputs {sorted(ins)} and outputs "
+                          f"{sorted(outs)}; the Keras model has {sorted(xs)} and "
+                          f"{sorted(output_names)}")
+    n = len(next(iter(xs.values())))
+    chunks: list[dict] = []
+    for i in range(0, n, 256):
+        res = sig(**{k: quantize(v[i:i + 256], ins[k]) for k, v in xs.items()})
+        chunks.append({k: dequantize(v, outs[k]) for k, v in res.items()})
+    return [np.concatenate([c[k] for c in chunks]) for k in output_names]
+
+
 def validate(path: str | Path, reference: np.ndarray | None, x: np.ndarray,
              y: np.ndarray) -> dict[str, Any]:
-    """Accuracy of the .tflite on (x, y), and its agreement with the Keras outputs `reference`."""
+    """Accuracy of a one-output classifier .tflite on (x, y), and its agreement with the Keras
+    outputs `reference`."""
     out = predict(path, x)
     m: dict[str, Any] = {"accuracy": float(np.mean(out.argmax(-1) == y))}
     if reference is not None:
@@ -154,23 +191,27 @@ def validate(path: str | Path, reference: np.ndarray | None, x: np.ndarray,
 
 
 def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
-           reference: np.ndarray | None = None, calibration: np.ndarray | None = None,
+           reference=None, calibration=None, io: str | None = None,
            check: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Convert, write atomically, and validate on the test split. Returns the file's metrics.
 
-    `reference` is the Keras model's test-split output (computed here when not given);
-    `calibration` the int8 representative inputs (default: the dataset's calibration subset).
-    `check(temp_path, metrics)` may add metrics and raise (a gate): the file then never lands.
+    `reference` is the Keras model's test-split output (a list for several outputs; computed
+    here when not given); `calibration` the int8 representative inputs (default: the dataset's
+    calibration subset); `io` an int8 file's input/output type (default: the task's, see
+    `default_io`). `check(temp_path, metrics)` may add metrics and raise (a gate): the file then
+    never lands.
     """
     from edge_runner.errors import RunnerError
+    from pipeline import tasks
     from pipeline.artifacts import atomic_output
-    from pipeline.models import predict as keras_predict
 
+    task = tasks.of(model, dataset)
     if calibration is None and mode in ("int8", "int16x8"):
         calibration = dataset.calibration()
-    data = convert(model, mode, calibration, sparse=sparse)
-    if reference is None:
-        reference = keras_predict(model, dataset.x_test)
+    chosen = io or default_io(task)
+    data = convert(model, mode, calibration, sparse=sparse, io=chosen)
+    reference = (tasks.predict(model, dataset.x_test) if reference is None
+                 else tasks.as_list(reference))
     with atomic_output(path) as tmp:  # the file lands only once it has been measured
         tmp.write_bytes(data)
         try:
@@ -181,21 +222,56 @@ def export(model, path: str | Path, mode: str, dataset, *, sparse: bool = False,
                     "without sparse" if sparse and mode != "fp32" else "")
             raise ExportError(f"the {mode}{' sparse' if sparse else ''} .tflite does not run in "
                               f"the host interpreter: {first}{hint}") from e
+        if mode == "int8":
+            m["io"] = chosen
+            m["io_reason"] = ("given" if io else
+                              f"default for {task.name}: " + IO_REASONS[chosen])
         if check is not None:
             check(tmp, m)
     return m
 
 
-def measure(path: str | Path, model, dataset, reference: np.ndarray) -> dict[str, Any]:
-    """Metrics of one .tflite: params, sizes, accuracy on the test split next to the Keras
-    model's (`reference` = its test outputs), output difference, op list."""
+IO_REASONS = {"int8": "argmax survives int8 outputs, and integer I/O suits integer-only boards",
+              "float32": "int8 outputs round continuous values to 256 levels; float I/O keeps "
+                         "the metric"}
+
+
+def default_io(task) -> str:
+    """What keeps the task's metric: int8 I/O for classifiers (their argmax survives the
+    output's 256 levels), float I/O for every other task."""
+    return "int8" if all(h.kind == "classification" for h in task.heads) else "float32"
+
+
+def measure(path: str | Path, model, dataset, reference) -> dict[str, Any]:
+    """Metrics of one .tflite: params, sizes, the task's metrics on the test split next to the
+    Keras model's (`reference` = its test outputs), agreement with them, op list."""
+    from pipeline import tasks
     from pipeline.artifacts import sizes
     from pipeline.models import count_params
 
+    task = tasks.of(model, dataset)
+    reference = tasks.as_list(reference)
+    names = tasks.output_names(model)
     params, nonzero = count_params(model)
-    m = {"params": params, "nonzero_params": nonzero, **sizes(path),
-         "input_shape": [int(d) for d in model.input_shape[1:]],
-         "keras_accuracy": float(np.mean(reference.argmax(-1) == dataset.y_test)),
-         **validate(path, reference, dataset.x_test, dataset.y_test)}
-    m["accuracy_drop"] = m["keras_accuracy"] - m["accuracy"]
+    shapes = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
+    m: dict[str, Any] = {"params": params, "nonzero_params": nonzero, **sizes(path),
+                         "input_shape": [int(d) for d in shapes[0][1:]]}
+    if len(shapes) > 1:
+        m["input_shapes"] = {n: [int(d) for d in s[1:]] for n, s in zip(model.input_names, shapes)}
+    outs = predict_outputs(path, dataset.x_test, names)
+    keras = tasks.evaluate(task, reference, dataset.y_test)
+    mine = tasks.evaluate(task, outs, dataset.y_test, reference)
+    m.update(mine)
+    m.update({f"keras_{k}": v for k, v in keras.items()})
+    m.update(tasks.compare(task, mine, keras))
+    if "accuracy" in mine and "keras_accuracy" in m:
+        m["accuracy_drop"] = m["keras_accuracy"] - m["accuracy"]
+    if task.name != "fidelity":  # a fidelity task reports these per output already
+        agree = [tasks.fidelity_metrics(r, o) for r, o in zip(reference, outs)]
+        m["max_abs_diff"] = max(a["max_abs_diff"] for a in agree)
+        dist = [a["argmax_agreement"] for a in agree if "argmax_agreement" in a]
+        if dist:
+            m["argmax_agreement"] = min(dist)
+    m["task"] = task.to_json()
+    m["ops"] = op_counts(path)
     return m

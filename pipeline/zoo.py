@@ -1,4 +1,5 @@
-"""Model builders. Each takes (input_shape, num_classes, **options) and returns a tf_keras model.
+"""Model builders. Each takes (input_shape, num_classes, **options) and returns a tf_keras model
+(`num_classes`: a regressor's output units; unused by the autoencoder).
 
 `mobilenet` is the searchable MobileNetV2-style family the `nas` stage explores: width multiplier,
 blocks per stage, kernel size, expansion ratio, dropout.
@@ -125,4 +126,69 @@ def mobilenet(input_shape, num_classes, width: float = 1.0,
     return keras.Model(inputs, outputs, name="mobilenet")
 
 
-BUILDERS: dict[str, Callable[..., keras.Model]] = {"small_cnn": small_cnn, "mobilenet": mobilenet}
+def mlp(input_shape, num_classes, hidden: Sequence[int] = (64, 32), output: str = "linear",
+        dropout: float = 0.0) -> keras.Model:
+    """Dense layers on vector inputs (tabular features): a regressor with `output: linear`
+    (`num_classes` outputs; 1 for a scalar target) or a classifier with `output: softmax`."""
+    import tf_keras as keras
+    from tf_keras import layers
+
+    if output not in ("linear", "softmax"):
+        raise ValueError(f"Expected output linear or softmax. Received: output={output!r}")
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    for i, units in enumerate(hidden):
+        x = layers.Dense(units, activation="relu", name=f"fc{i}")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"dropout{i}")(x)
+    outputs = layers.Dense(num_classes or 1, activation=None if output == "linear" else output,
+                           name="output")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def two_head_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32),
+                 dense: int = 64) -> keras.Model:
+    """small_cnn's trunk with two heads: `class` (softmax over num_classes) and `value` (one
+    linear unit), for data with targets y__class and y__value."""
+    import tf_keras as keras
+    from tf_keras import layers
+
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense, activation="relu", name="fc")(x)
+    cls = layers.Dense(num_classes or 10, activation="softmax", name="class")(x)
+    value = layers.Dense(1, name="value")(x)
+    return keras.Model(inputs, [cls, value], name="two_head_cnn")
+
+
+def autoencoder(input_shape, num_classes=None, filters: Sequence[int] = (16, 8)) -> keras.Model:
+    """Convolutional autoencoder: strided conv encoder, upsampling decoder, sigmoid output
+    of the input's shape (height and width divisible by 2**len(filters)). `num_classes` is
+    unused: it reconstructs its input (task fidelity)."""
+    import tf_keras as keras
+    from tf_keras import layers
+
+    h, w, c = input_shape
+    if h % 2 ** len(filters) or w % 2 ** len(filters):
+        raise ValueError(f"Expected height and width divisible by {2 ** len(filters)}. "
+                         f"Received: input_shape={list(input_shape)}")
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"enc{i}")(x)
+    for i, f in enumerate(reversed(filters)):  # upsample + conv: TF-MOT QATs it (not
+        x = layers.UpSampling2D(2, name=f"up{i}")(x)  # Conv2DTranspose)
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"dec{i}")(x)
+    outputs = layers.Conv2D(c, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
+    return keras.Model(inputs, outputs, name="autoencoder")
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "small_cnn": small_cnn, "mobilenet": mobilenet, "mlp": mlp, "two_head_cnn": two_head_cnn,
+    "autoencoder": autoencoder}

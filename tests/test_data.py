@@ -49,7 +49,9 @@ def test_npz_errors(tmp_path):
     p = tmp_path / "bad.npz"
     np.savez(p, images=np.zeros(3))
     with pytest.raises(UserError, match=r"holds arrays \['images'\]; expected x_train, y_train, "
-                                        r"x_test, y_test or x, y$"):
+                                        r"x_test, y_test or x, y \(y optional: x-only data for "
+                                        r"task fidelity; several inputs/outputs as "
+                                        r"x_train__<input>, y_train__<output>\)$"):
         load_dataset({"name": "npz", "path": str(p)})
 
 

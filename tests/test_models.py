@@ -105,10 +105,12 @@ def test_recipe_and_cli_refuse_a_model_with_too_few_outputs(tmp_path):
     models.save_model(tiny_model(num_classes=5), tmp_path / "m5.keras")
     text = TINY_RECIPE.replace("zoo: small_cnn\n  options: {filters: [4], dense: 16, dropout: 0.0}",
                                f"path: {tmp_path / 'm5.keras'}")
-    with pytest.raises(UserError, match=r"^the model has 5 outputs but the dataset has 10 classes"):
+    with pytest.raises(UserError, match=r"^the model output 'classifier' has 5 units but the "
+                                        r"dataset has 10 classes"):
         engine.run(recipe.parse(text), tmp_path / "run")
     assert not list((tmp_path / "run").glob("0*"))
     res = CliRunner().invoke(main, ["export", str(tmp_path / "m5.keras")])
     assert res.exit_code == 2, res.output
-    assert res.stderr.startswith("error: the model has 5 outputs but the dataset has 10 classes")
+    assert res.stderr.startswith("error: the model output 'classifier' has 5 units but the "
+                                 "dataset has 10 classes")
     assert "Traceback" not in res.stderr

@@ -29,18 +29,16 @@ def load_data(data: str, size: tuple[int, int] | None = None, channels: int | No
     return load_dataset(spec, seed=seed)
 
 
-def dataset_for_model(data: str, model, seed: int = 0):
-    """`load_data` shaped for a Keras `model`, checked against its input and output."""
-    from pipeline.models import check_input, check_output
+def dataset_for_model(data: str, model, seed: int = 0, task: str | None = None):
+    """`load_data` shaped for a Keras `model`, with the task (`--task`, else inferred) bound to
+    it and checked against its inputs and outputs (pipeline/tasks.py)."""
+    from pipeline import modelio, tasks
 
-    shape = model.input_shape[1:]
+    shape = model.input_shape[1:] if not isinstance(model.input_shape, list) else ()
     size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
     channels = shape[-1] if len(shape) == 3 and shape[-1] in (1, 3) else None
     ds = load_data(data, size, channels, seed)
-    check_input(model, ds.input_shape)
-    check_output(model, ds.num_classes)
-    from pipeline import modelio
-
+    tasks.bind(task, model, ds)
     modelio.check(model, ds.x_test)  # a Keras 3 file's tf_keras rebuild, before anything trains
     return ds
 
@@ -87,6 +85,9 @@ def keras3_note(m: dict) -> str:
     return f"; no Keras 3 copy: {m.get('keras3_error')}"
 
 
+task_option = click.option("--task", type=click.Choice(["classification", "regression",
+                                                          "fidelity"]),
+                           help="what the model's outputs mean (default: inferred from --data)")
 unsafe_option = click.option("--unsafe", is_flag=True,
                              help="allow model files (.keras, .h5, SavedModel) that carry Python code "
                                   "(Lambda layers): it runs when the file is loaded")

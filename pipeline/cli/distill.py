@@ -90,7 +90,7 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
             learning_rate, optimizer, patience, feature_pairs, feature_weight, seed, force, unsafe,
             as_json) -> None:
     """Train a small student against a frozen teacher (knowledge distillation)."""
-    from pipeline import models
+    from pipeline import models, tasks
     from pipeline.stages.distill import distill as run_distill
 
     cfg = _config(student=_student_spec(student_spec), temperature=temperature, alpha=alpha,
@@ -106,18 +106,19 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
     require_layers(teacher, "distill (its teacher)")
     ds = dataset_for_model(data, teacher, seed=seed)
     student = models.from_spec(cfg.student, input_shape=ds.input_shape,
-                               num_classes=ds.num_classes, seed=seed)
-    t_acc = models.accuracy(teacher, ds.x_test, ds.y_test)
+                               num_classes=tasks.output_units(ds), seed=seed)
+    p = ds.task.primary
+    t_acc = tasks.keras_metrics(teacher, ds).get(p)
     summary = run_distill(teacher, student, ds, cfg, seed=seed)
     saved = save_keras(student, dest, ds.x_test)
     t_params, s_params = models.count_params(teacher)[0], models.count_params(student)[0]
-    m = {"path": str(dest), "accuracy": models.accuracy(student, ds.x_test, ds.y_test),
-         "params": s_params, "teacher_accuracy": t_acc, "teacher_params": t_params,
+    m = {"path": str(dest), p: tasks.keras_metrics(student, ds).get(p),
+         "params": s_params, f"teacher_{p}": t_acc, "teacher_params": t_params,
          "compression": round(t_params / max(1, s_params), 3), **saved, **summary}
     if as_json:
         click.echo(json.dumps(m, indent=2))
     else:
-        click.echo(f"{dest}: student accuracy {m['accuracy']:.4f} (teacher {t_acc:.4f}), "
+        click.echo(f"{dest}: student {p} {m[p]:.4f} (teacher {t_acc:.4f}), "
                    f"{s_params} params ({m['compression']:.1f}x fewer than the teacher's "
                    f"{t_params}){keras3_note(m)}")
 

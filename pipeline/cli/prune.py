@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
-                                 keras_output_path, save_keras,
-                                 unsafe_option)
+                                 keras_output_path, save_keras, task_option, unsafe_option)
 
 
 def config_from_options(cls, options: dict, names: dict[str, str]):
@@ -81,15 +80,16 @@ def _per_layer(items) -> dict[str, float] | None:
 @click.option("--out", type=click.Path(dir_okay=False),
               help="pruned .keras (default: MODEL's name + _pruned.keras beside it)")
 @click.option("--seed", default=0, show_default=True, type=int)
+@task_option
 @force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_step, m_by_n, layers,
           skip, skip_first, skip_classifier, ratio, criterion, round_to, min_channels, protect,
-          per_layer, steps, epochs, batch_size, learning_rate, data, out, seed, force, unsafe,
-          as_json) -> None:
+          per_layer, steps, epochs, batch_size, learning_rate, data, out, seed, task, force,
+          unsafe, as_json) -> None:
     """Prune a Keras model (TF-MOT magnitude or M:N, or whole channels) and fine-tune it."""
-    from pipeline import models
+    from pipeline import models, tasks
     from pipeline.stages.prune import PruneConfig, prune_model
 
     cfg = config_from_options(PruneConfig, dict(
@@ -106,19 +106,19 @@ def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_ste
         f"{Path(model_path).stem}_pruned.keras"), force)
     model = models.load_model(model_path, unsafe=unsafe)
     require_layers(model, "prune")
-    ds = dataset_for_model(data, model, seed=seed)
+    ds = dataset_for_model(data, model, seed=seed, task=task)
     new, m = prune_model(model, ds, cfg, seed=seed)
     m.update(save_keras(new, dest, ds.x_test))
-    m.update(models.describe(new, dest), path=str(dest),
-             accuracy=models.accuracy(new, ds.x_test, ds.y_test))
+    m.update(models.describe(new, dest), path=str(dest), **tasks.keras_metrics(new, ds),
+             task=ds.task.to_json())
     if as_json:
         click.echo(json.dumps(m, indent=2, default=float))
         return
     what = (f"sparsity {m['overall_sparsity']:.3f}" if "overall_sparsity" in m else
             f"params {m['params_before']} -> {m['params_after']}")
-    click.echo(f"{dest}: {cfg.method} pruning, {what}, accuracy {m['accuracy']:.4f} "
-               f"(before {m['accuracy_before']:.4f}), {m['size_bytes']} bytes (gzip {m['gzip_bytes']})"
-               f"{keras3_note(m)}")
+    click.echo(f"{dest}: {cfg.method} pruning, {what}, "
+               f"{tasks.headline(m).removeprefix('test ')}, "
+               f"{m['size_bytes']} bytes (gzip {m['gzip_bytes']}){keras3_note(m)}")
 
 
 commands = [prune]

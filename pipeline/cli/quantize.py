@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.common import (data_option, dataset_for_model, force_option, output_path,
-                                 unsafe_option)
+                                 task_option, unsafe_option)
 from pipeline.cli.prune import config_from_options
 
 
@@ -28,11 +28,14 @@ from pipeline.cli.prune import config_from_options
 @click.option("--out", type=click.Path(dir_okay=False),
               help="output .tflite (default: MODEL's name + _MODE.tflite beside it)")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--io", type=click.Choice(["int8", "float32"]),
+              help="ptq_int8/qat: the file's input/output type (default: what keeps the metric)")
+@task_option
 @force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_size, learning_rate,
-             skip_unsupported, preserve, data, out, seed, force, unsafe, as_json) -> None:
+             skip_unsupported, preserve, data, out, seed, io, task, force, unsafe, as_json) -> None:
     """Quantize a Keras model (post-training or QAT) to a validated .tflite."""
     from pipeline import models
     from pipeline.stages.quantize import QuantizeConfig, quantize_model
@@ -40,7 +43,7 @@ def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_siz
     cfg = config_from_options(QuantizeConfig, dict(
         mode=mode, calibration=calibration, max_accuracy_drop=max_accuracy_drop, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, skip_unsupported=skip_unsupported,
-        preserve=preserve), {})
+        preserve=preserve, io=io), {})
     from pipeline.modelio.graph import require_layers
 
     dest = output_path(out, Path(model_path).with_name(f"{Path(model_path).stem}_{mode}.tflite"),
@@ -48,12 +51,14 @@ def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_siz
     model = models.load_model(model_path, unsafe=unsafe)
     if mode == "qat":
         require_layers(model, "quantize --mode qat")
-    ds = dataset_for_model(data, model, seed=seed)
+    ds = dataset_for_model(data, model, seed=seed, task=task)
     m = quantize_model(model, ds, cfg, dest, seed=seed)
     if as_json:
         click.echo(json.dumps({"path": str(dest), **m}, indent=2, default=float))
         return
-    click.echo(f"{dest}: {mode} accuracy {m['accuracy']:.4f} (float {m['float_accuracy']:.4f}), "
+    from pipeline.stages.export import log_metric
+
+    click.echo(f"{dest}: {mode} {log_metric(m).replace('keras', 'float').replace('  ', ', ')}, "
                f"{m['size_bytes']} bytes (gzip {m['gzip_bytes']})")
 
 

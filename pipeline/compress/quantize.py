@@ -131,12 +131,48 @@ class QATInfo:
         return {"preserve": self.preserve, "scheme": self.scheme, "float_layers": self.float_layers}
 
 
-def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "auto"):
+#: activation range variables of TF-MOT's wrappers that hold the wrapped layer's output range
+_OUTPUT_RANGES = ("post_activation", "output")
+
+
+def calibrate_ranges(qat, model, x) -> list[str]:
+    """Set the QAT model's activation ranges to what the float `model` computes on inputs `x`.
+
+    TF-MOT starts every moving-average range at [-6, 6] and moves it with decay 0.999: an output
+    beyond that (a regressor's, in its target's units) stays clipped for thousands of steps and
+    fine-tuning learns around the clip. Starting from the observed ranges fixes that. Returns the
+    names of the layers whose ranges were set."""
+    wanted = {}
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        if inner is None:
+            continue
+        vs = {v.name.rsplit("/", 1)[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+        for kind in _OUTPUT_RANGES:
+            if f"{kind}_min" in vs and inner.name in {lay.name for lay in model.layers}:
+                wanted[inner.name] = (vs[f"{kind}_min"], vs[f"{kind}_max"])
+    if not wanted:
+        return []
+    names = list(wanted)
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    outs = probe.predict(x, batch_size=256, verbose=0)
+    outs = outs if isinstance(outs, list) else [outs]
+    for n, out in zip(names, outs):
+        lo, hi = wanted[n]
+        lo.assign(min(0.0, float(np.min(out))))
+        hi.assign(max(0.0, float(np.max(out))))
+    return names
+
+
+def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "auto",
+                   calibration=None):
     """Annotate and apply TF-MOT QAT; returns (qat model, QATInfo). The model is uncompiled.
 
     Unsupported layers are a UserError naming them, unless `skip_unsupported` (then only the
     supported layers are annotated and the rest stay float, listed in `QATInfo.float_layers`).
     `preserve="auto"` picks the collaborative scheme from the weights (see `detect_preserve`).
+    `calibration` (real inputs) starts the activation ranges where the float model's are
+    (`calibrate_ranges`) instead of TF-MOT's [-6, 6].
     """
     K.require_graph_model(model, "quantization-aware training")
     if preserve not in PRESERVE:
@@ -161,4 +197,6 @@ def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "au
         annotated = _qk.quantize_annotate_model(base)
     with _qk.quantize_scope():
         qat = _qk.quantize_apply(annotated, scheme)
+    if calibration is not None:
+        calibrate_ranges(qat, model, calibration)
     return qat, QATInfo(chosen, type(scheme).__name__, sorted(skipped))

@@ -32,7 +32,18 @@ def build(recipe: dict[str, Any], records: list[StageRecord]) -> dict[str, Any]:
     _add_baseline_ratios(rows)
     _add_same_model_ratios(rows)
     _add_dense_ratios(rows)
-    return {"recipe": recipe, "stages": stages, "artifacts": rows, "plots": plots}
+    return {"recipe": recipe, "stages": stages, "artifacts": rows, "plots": plots,
+            "task": task_of(rows)}
+
+
+#: a one-output classifier's task, for runs recorded before tasks were
+CLASSIFICATION = {"name": "classification", "primary": "accuracy", "higher_is_better": True,
+                  "columns": ["accuracy"], "describe": "classification", "heads": {}}
+
+
+def task_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's task as its newest artifact recorded it (pipeline.tasks.Task.to_json)."""
+    return next((r["task"] for r in reversed(rows) if r.get("task")), CLASSIFICATION)
 
 
 def _add_baseline_ratios(rows: list[dict[str, Any]]) -> None:
@@ -102,9 +113,37 @@ def _add_dense_ratios(rows: list[dict[str, Any]]) -> None:
             k = by_path[k].get("source")
 
 
-def notes(rows: list[dict[str, Any]]) -> list[str]:
-    """Plain statements of where compression did not pay off on the hardware."""
+#: a compressed file whose task metric is this much worse (relative to the fp32 file of the
+#: same model, at least 0.5 % of it) costs the metric
+METRIC_COST = 0.005
+
+
+def metric_notes(rows: list[dict[str, Any]], task: dict[str, Any]) -> list[str]:
+    """Each compressed .tflite against the fp32 .tflite of the same Keras model, in the task's
+    metric: what it costs there, and whether it bought any speed for that."""
+    p, higher = task["primary"], task["higher_is_better"]
+    by_path = {r["path"]: r for r in rows}
     out = []
+    for r in rows:
+        sib = by_path.get(r.get("fp32_same_model"))
+        if sib is None or r.get(p) is None or sib.get(p) is None:
+            continue
+        worse = (sib[p] - r[p]) if higher else (r[p] - sib[p])
+        if worse > max(METRIC_COST * abs(sib[p]), 1e-12):
+            same = r.get("speedup_vs_fp32_same_model")
+            paid = (f"and is {same:.2f}x as fast" if same is not None else "with no latency "
+                    "measured") + (": it does not pay off" if same is not None and same < 1.05
+                                   else "")
+            out.append(f"{r['path']} ({r['quantization']}) costs {p} {sib[p]:.4g} → {r[p]:.4g} "
+                       f"({'higher' if higher else 'lower'} is better) against the fp32 .tflite "
+                       f"of the same model, {paid}.")
+    return out
+
+
+def notes(rows: list[dict[str, Any]], task: dict[str, Any] | None = None) -> list[str]:
+    """Plain statements of where compression did not pay off on the hardware, and what it cost
+    in the task's metric."""
+    out = metric_notes(rows, task or task_of(rows))
     base = next((r["path"] for r in rows
                  if r["format"] == "tflite" and r["quantization"] == "fp32"), None)
     for r in rows:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.report.build import layer_lines, measurement_warnings, notes
+from pipeline.report.build import layer_lines, measurement_warnings, notes, task_of
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -29,14 +29,16 @@ def latency_targets(rows: list[dict[str, Any]]) -> list[str]:
 
 def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     targets = latency_targets(rows)
-    head = ["stage", "artifact", "quant", "params", "nonzero", "size KB", "gzip KB", "accuracy",
+    columns = task_of(rows)["columns"]
+    head = ["stage", "artifact", "quant", "params", "nonzero", "size KB", "gzip KB", *columns,
             *[f"p50 ms ({t})" for t in targets], "speed-up", "gzip ratio"]
     body = []
     for r in rows:
         kb = lambda b: _fmt(b / 1024 if b is not None else None, ".1f")  # noqa: E731
         body.append([r["stage"], Path(r["path"]).name, _fmt(r["quantization"]),
                      _fmt(r["params"], ","), _fmt(r["nonzero_params"], ","), kb(r["size_bytes"]),
-                     kb(r["gzip_bytes"]), _fmt(r["accuracy"], ".4f"),
+                     kb(r["gzip_bytes"]), *[_fmt(r.get(c), ".4f" if c.endswith("accuracy")
+                                                 else ".4g") for c in columns],
                      *[_fmt((r["latency_ms"].get(t) or {}).get("p50"), ".3f") for t in targets],
                      _fmt(r.get("speedup_vs_fp32"), ".2f"), _fmt(r.get("gzip_ratio_vs_fp32"), ".2f")])
     return head, body
@@ -45,7 +47,8 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 def markdown(report: dict[str, Any]) -> str:
     head, body = table(report["artifacts"])
     lines = [f"# edgepipe report: {report['recipe'].get('name', '')}", "",
-             "Accuracy is measured on each file itself (test split); sizes are on disk; latency "
+             f"Task: {task_of(report['artifacts'])['describe']}.", "",
+             "Metrics are measured on each file itself (test split); sizes are on disk; latency "
              "is edge-runner's p50 at the listed target. Ratios are against the first fp32 .tflite; "
              "the notes also compare each quantized file with the fp32 .tflite of the same model.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -71,7 +74,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot_png(rows: list[dict[str, Any]]) -> bytes | None:
     """Accuracy against host p50 latency and against gzip size, one point per .tflite."""
-    pts = [r for r in rows if r["format"] == "tflite" and r["accuracy"] is not None]
+    task = task_of(rows)
+    metric, pct = task["primary"], task["primary"].endswith("accuracy")
+    pts = [r for r in rows if r["format"] == "tflite" and r.get(metric) is not None]
     if not pts:
         return None
     import matplotlib
@@ -87,13 +92,16 @@ def plot_png(rows: list[dict[str, Any]]) -> bytes | None:
                  else r["gzip_bytes"] / 1024)
             if x is None:
                 continue
-            ax.scatter(x, r["accuracy"] * 100)
-            ax.annotate(f"{r['stage']}/{r['name']}", (x, r["accuracy"] * 100), fontsize=7,
+            y = r[metric] * 100 if pct else r[metric]
+            ax.scatter(x, y)
+            ax.annotate(f"{r['stage']}/{r['name']}", (x, y), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy of the .tflite (%)")
-        lo, hi = ax.get_ylim()
-        ax.set_ylim(lo, min(hi, 100.5))  # accuracy cannot pass 100%
+        ax.set_ylabel(f"{metric} of the .tflite{' (%)' if pct else ''} "
+                      f"({'higher' if task['higher_is_better'] else 'lower'} is better)")
+        if pct:
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, min(hi, 100.5))  # accuracy cannot pass 100%
         ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -127,7 +135,8 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#eee}}</style>
 </head><body><h1>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</h1>
-<p>Accuracy is measured on each file itself; sizes on disk; latency is edge-runner's p50.
+<p>Task: {esc(task_of(report['artifacts'])['describe'])}.</p>
+<p>Metrics are measured on each file itself; sizes on disk; latency is edge-runner's p50.
 Ratios are against the first fp32 .tflite; the notes also compare each quantized file with the fp32
 .tflite of the same model.</p>
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>

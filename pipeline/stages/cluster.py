@@ -51,21 +51,22 @@ def cluster_model(model, ds, cfg: ClusterConfig, seed: int = 0) -> tuple[Any, di
     """Cluster and fine-tune `model` on `ds`; returns (stripped model, metrics)."""
     import tf_keras as keras
 
-    from pipeline import models
+    from pipeline import tasks
     from pipeline.compress import clustering as C
     from pipeline.compress.magnitude import overall_sparsity, sparsity_report
     from pipeline.training import fit
 
-    models.check_input(model, ds.input_shape)
-    before = models.accuracy(model, ds.x_test, ds.y_test)
+    task = tasks.of(model, ds)
+    before = tasks.before(model, ds, task)
+    targets = tasks.fit_targets(task, ds, model)
     keras.utils.set_random_seed(seed)
     wrapped, keep_zeros = C.apply_clustering(
         model, cfg.clusters, cfg.init, preserve_sparsity=cfg.preserve_sparsity, layers=cfg.layers,
         skip=cfg.skip, skip_first=cfg.skip_first, skip_classifier=cfg.skip_classifier)
-    summary = fit(wrapped, ds, cfg, seed=seed, prefix="cluster")
+    summary = fit(wrapped, ds, cfg, seed=seed, prefix="cluster", targets=targets, reference=model)
     new = C.strip_clustering(wrapped)
     m = {"clusters": cfg.clusters, "init": cfg.init, "preserve_sparsity": keep_zeros,
-         "accuracy_before": before, "unique_values": C.unique_values_report(new), **summary}
+         **before, "unique_values": C.unique_values_report(new), **summary}
     if keep_zeros:
         m["sparsity"] = sparsity_report(new)
         m["overall_sparsity"] = round(overall_sparsity(new), 6)
@@ -81,7 +82,10 @@ class Cluster(Stage):
     def run(self, ctx, cfg: ClusterConfig) -> StageResult:
         new, m = cluster_model(ctx.load_model(), ctx.dataset(), cfg, seed=ctx.seed)
         art = ctx.save_model(new, "model", metrics=m)
-        ctx.log("[cluster] %d clusters: test accuracy %.4f (before %.4f)", cfg.clusters,
-                art.metrics["accuracy"], m["accuracy_before"])
-        return StageResult([art], {"clusters": cfg.clusters, "accuracy": art.metrics["accuracy"],
-                                   "accuracy_before": m["accuracy_before"]})
+        from pipeline.tasks import headline
+
+        ctx.log("[cluster] %d clusters: %s", cfg.clusters, headline(art.metrics))
+        p = art.metrics["task"]["primary"]
+        return StageResult([art], {"clusters": cfg.clusters,
+                                   **{k: art.metrics[k] for k in (p, f"{p}_before")
+                                      if k in art.metrics}})

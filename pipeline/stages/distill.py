@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
+import numpy as np
 from pydantic import Field, ValidationError, field_validator
 
 from pipeline import models
@@ -68,15 +69,48 @@ class DistillConfig(FitConfig):
 
 def distill(teacher, student, dataset, cfg: DistillConfig, seed: int = 0,
             prefix: str = "distill", callbacks=()) -> dict[str, Any]:
-    """Fit `student` (in place) against `teacher` on `dataset`; returns a training summary."""
+    """Fit `student` (in place) against `teacher` on `dataset`; returns a training summary.
+
+    Classifiers: the KD loss of pipeline.compress.distiller. Regression (and fidelity) models
+    with one output: MSE to the blend alpha * labels + (1 - alpha) * teacher outputs, which has
+    the gradient of alpha * MSE(labels) + (1 - alpha) * MSE(teacher) (fidelity: teacher only).
+    """
+    from pipeline import tasks
     from pipeline.compress.distiller import Distiller
 
-    models.check_input(teacher, dataset.input_shape)
-    models.check_output(teacher, dataset.num_classes)  # the student must match the teacher
+    task = tasks.of(teacher, dataset)  # the student must match the teacher
+    if task.name != "classification" or task.multi:
+        return _distill_outputs(teacher, student, dataset, cfg, task, seed, prefix, callbacks)
     d = Distiller(teacher, student, temperature=cfg.temperature, alpha=cfg.alpha,
                   feature_pairs=cfg.feature_pairs, feature_weight=cfg.feature_weight)
     d.compile(optimizer=optimizer(cfg.optimizer, cfg.learning_rate))
     return fit(d, dataset, cfg, seed=seed, compile=False, prefix=prefix, callbacks=callbacks)
+
+
+def _distill_outputs(teacher, student, dataset, cfg: DistillConfig, task, seed, prefix,
+                     callbacks) -> dict[str, Any]:
+    from pipeline import tasks
+
+    if task.multi or task.name == "mixed":
+        raise UserError(f"distill: a model with {len(task.heads)} outputs cannot be distilled "
+                        f"yet; distill handles one-output classifiers and regressors")
+    if cfg.feature_pairs:
+        raise UserError(f"distill: feature_pairs apply to classification; this task is "
+                        f"{task.name}: drop feature_pairs")
+    if tasks.output_shapes(student) != tasks.output_shapes(teacher):
+        raise UserError(f"distill: the student's output shape {tasks.output_shapes(student)[0]} "
+                        f"differs from the teacher's {tasks.output_shapes(teacher)[0]}; give a "
+                        f"student built for the same targets")
+
+    def blend(x, y):
+        t = tasks.predict(teacher, x)[0].reshape((len(x),) + tasks.output_shapes(teacher)[0])
+        if y is None or not task.labelled:
+            return t
+        return cfg.alpha * np.asarray(y, np.float32).reshape(t.shape) + (1 - cfg.alpha) * t
+
+    targets = (blend(dataset.x_train, dataset.y_train), blend(dataset.x_val, dataset.y_val))
+    return fit(student, dataset, cfg, seed=seed, prefix=prefix, callbacks=callbacks,
+               targets=targets)
 
 
 def _keras_of(record) -> list:
@@ -92,7 +126,9 @@ def resolve_student(ctx, cfg: DistillConfig):
     if cfg.student != "nas":
         spec = cfg.student
         where = spec.path or (f"zoo:{spec.zoo}" if spec.zoo else f"keras.applications.{spec.application}")
-        return models.from_spec(spec, input_shape=ds.input_shape, num_classes=ds.num_classes,
+        from pipeline.tasks import output_units
+
+        return models.from_spec(spec, input_shape=ds.input_shape, num_classes=output_units(ds),
                                 seed=ctx.seed), where, None
     nas = [r for r in ctx.previous if r.name == "nas"]
     if not nas:
@@ -150,16 +186,19 @@ class Distill(Stage):
         ds = ctx.dataset()
         student, s_from, nas_record = resolve_student(ctx, cfg)
         teacher, t_from = resolve_teacher(ctx, cfg, skip=nas_record)
-        t_acc = models.accuracy(teacher, ds.x_test, ds.y_test)
+        from pipeline import tasks
+
+        ctx.bind_task(teacher)
+        t_m = {f"teacher_{k}": v for k, v in tasks.keras_metrics(teacher, ds).items()}
         t_params, _ = models.count_params(teacher)
         summary = distill(teacher, student, ds, cfg, seed=ctx.seed)
         s_params, _ = models.count_params(student)
-        metrics = {**summary, "teacher": t_from, "student_from": s_from,
-                   "teacher_accuracy": t_acc, "teacher_params": t_params,
-                   "compression": round(t_params / max(1, s_params), 3)}
+        metrics = {**summary, "teacher": t_from, "student_from": s_from, **t_m,
+                   "teacher_params": t_params, "compression": round(t_params / max(1, s_params), 3)}
         art = ctx.save_model(student, "model", metrics=metrics)
-        ctx.log("[distill] student test accuracy %.4f (teacher %.4f), %d params (teacher %d, "
-                "%.1fx fewer)", art.metrics["accuracy"], t_acc, s_params, t_params,
-                metrics["compression"])
-        return StageResult([art], {"teacher_accuracy": t_acc, "accuracy": art.metrics["accuracy"],
+        p = art.metrics["task"]["primary"]
+        ctx.log("[distill] student %s, %d params (teacher %d, %.1fx fewer)",
+                tasks.headline({**art.metrics, f"{p}_before": t_m.get(f"teacher_{p}")})
+                .replace("before", "teacher"), s_params, t_params, metrics["compression"])
+        return StageResult([art], {**t_m, **({p: art.metrics[p]} if p in art.metrics else {}),
                                    "compression": metrics["compression"], **summary})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
-from pipeline import gates, tflite
-from pipeline.models import predict
+from pipeline import gates, tasks, tflite
 from pipeline.stages.base import Artifact, Stage, StageConfig, StageResult
 
 
@@ -13,6 +14,9 @@ class ExportConfig(StageConfig):
     modes: list[str] = Field(["fp32", "int8"], min_length=1,
                              description="fp32 | dynamic | float16 | int8 | int16x8")
     sparse: bool = Field(False, description="store pruned weights sparsely (EXPERIMENTAL_SPARSITY)")
+    io: Literal["int8", "float32"] | None = Field(
+        None, description="int8 files' input/output type; null: what keeps the task's metric "
+                          "(int8 for classifiers, float32 otherwise)")
 
     @field_validator("modes")
     @classmethod
@@ -26,6 +30,14 @@ class ExportConfig(StageConfig):
         return list(dict.fromkeys(v))
 
 
+def log_metric(m: dict) -> str:
+    """'mae 43.1 (keras 42.9)' for the file's task metric, with its max |diff| when known."""
+    p = m["task"]["primary"]
+    ref = m.get(f"keras_{p}")
+    out = f"{p} {m.get(p, float('nan')):.4g}" + (f" (keras {ref:.4g})" if ref is not None else "")
+    return out + (f"  max|diff| {m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "")
+
+
 class Export(Stage):
     name = "export"
     Config = ExportConfig
@@ -36,7 +48,7 @@ class Export(Stage):
         ds = ctx.dataset()
         model = ctx.load_model(layers=False)
         source = ctx.latest_keras()
-        reference = predict(model, ds.x_test)
+        reference = tasks.predict(model, ds.x_test)
         carried = {k: v for k, v in (source.metrics if source else {}).items()
                    if k in ("sparsity", "channels")}
         arts, breaches = [], []
@@ -44,12 +56,11 @@ class Export(Stage):
             suffix = "_sparse" if cfg.sparse else ""
             fname = f"model_{mode}{suffix}.tflite"
             m = tflite.export(model, ctx.out_dir / fname, mode, ds, sparse=cfg.sparse,
-                              reference=reference)
+                              reference=reference, io=cfg.io)
             m.update(carried)
             m["source"] = ctx.model_source
-            ctx.log("[export] %-8s acc %.4f (keras %.4f)  max|diff| %.2e  %d bytes (gzip %d)",
-                    mode, m["accuracy"], m["keras_accuracy"], m["max_abs_diff"], m["size_bytes"],
-                    m["gzip_bytes"])
+            ctx.log("[export] %-8s %s  %d bytes (gzip %d)", mode, log_metric(m),
+                    m["size_bytes"], m["gzip_bytes"])
             breaches += gates.check_accuracy(ctx.recipe.gates, fname, m)
             arts.append(Artifact(name=f"{mode}{suffix}", path=ctx.rel(fname), format="tflite",
                                  quantization=mode, metrics=m))

@@ -41,17 +41,18 @@ class LowRankConfig(FitConfig):
 
 def lowrank_model(model, ds, cfg: LowRankConfig, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Factorize and fine-tune `model` on `ds`; returns (new model, metrics)."""
-    from pipeline import models
+    from pipeline import tasks
     from pipeline.compress.lowrank import factorize
     from pipeline.training import fit
 
-    models.check_input(model, ds.input_shape)
-    before = models.accuracy(model, ds.x_test, ds.y_test)
+    task = tasks.of(model, ds)
+    before = tasks.before(model, ds, task)
+    targets = tasks.fit_targets(task, ds, model)
     new, rep = factorize(model, rank=cfg.rank, ratio=cfg.ratio, energy=cfg.energy,
                          layers=cfg.layers, skip=cfg.skip)
-    after_svd = models.accuracy(new, ds.x_test, ds.y_test)
-    summary = fit(new, ds, cfg, seed=seed, prefix="lowrank")
-    return new, {"accuracy_before": before, "accuracy_after_svd": after_svd,
+    after_svd = {f"{k}_after_svd": v for k, v in tasks.keras_metrics(new, ds, task).items()}
+    summary = fit(new, ds, cfg, seed=seed, prefix="lowrank", targets=targets, reference=model)
+    return new, {**before, **after_svd,
                  "lowrank": rep["layers"], "params_before": rep["params_before"],
                  "params_after": rep["params_after"], "macs_before": rep["macs_before"],
                  "macs_after": rep["macs_after"], **summary}
@@ -66,10 +67,11 @@ class LowRank(Stage):
     def run(self, ctx, cfg: LowRankConfig) -> StageResult:
         new, m = lowrank_model(ctx.load_model(), ctx.dataset(), cfg, seed=ctx.seed)
         art = ctx.save_model(new, "model", metrics=m)
-        ctx.log("[lowrank] params %d -> %d, MACs %d -> %d, test accuracy %.4f (before %.4f)",
-                m["params_before"], m["params_after"], m["macs_before"], m["macs_after"],
-                art.metrics["accuracy"], m["accuracy_before"])
-        return StageResult([art], {k: m[k] for k in ("params_before", "params_after",
-                                                     "macs_before", "macs_after",
-                                                     "accuracy_before")}
-                           | {"accuracy": art.metrics["accuracy"]})
+        from pipeline.tasks import headline
+
+        ctx.log("[lowrank] params %d -> %d, MACs %d -> %d, %s", m["params_before"],
+                m["params_after"], m["macs_before"], m["macs_after"], headline(art.metrics))
+        p = art.metrics["task"]["primary"]
+        return StageResult([art], {k: art.metrics[k] for k in (
+            "params_before", "params_after", "macs_before", "macs_after", f"{p}_before", p)
+            if k in art.metrics})

@@ -157,7 +157,10 @@ class Nas(Stage):
         from pipeline.artifacts import atomic_write_json
         from pipeline import search as S
 
+        from pipeline.tasks import require_classification
+
         ds = ctx.dataset()
+        require_classification(ctx.recipe.task, ds, "nas")
         check_data(cfg, ds.input_shape)
         spec = search_spec(ctx.recipe, cfg)
         project = project_dir(ctx.run_dir, spec.key)

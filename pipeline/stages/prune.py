@@ -125,13 +125,15 @@ def _tfmot_kwargs(cfg: PruneConfig) -> dict[str, Any]:
             "skip_classifier": cfg.skip_classifier}
 
 
-def _fit(model, ds, cfg: PruneConfig, seed: int, callbacks=(), prefix="prune") -> dict:
+def _fit(model, ds, cfg: PruneConfig, seed: int, targets, callbacks=(), prefix="prune") -> dict:
+    """Fine-tune on `targets`: the labels, or (task fidelity) the outputs of the model pruning
+    started from."""
     from pipeline.training import fit
 
-    return fit(model, ds, cfg, seed=seed, callbacks=callbacks, prefix=prefix)
+    return fit(model, ds, cfg, seed=seed, callbacks=callbacks, prefix=prefix, targets=targets)
 
 
-def _magnitude(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
+def _magnitude(model, ds, cfg: PruneConfig, seed: int, targets) -> tuple[Any, dict]:
     from pipeline.compress import magnitude as M
     from pipeline.training import steps_per_epoch
 
@@ -144,7 +146,7 @@ def _magnitude(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
                                initial_sparsity=min(start, target), begin_step=cfg.begin_step,
                                end_step=cfg.end_step, frequency=cfg.frequency)
         wrapped = M.apply_pruning(model, plan, **_tfmot_kwargs(cfg))
-        _fit(wrapped, ds, cfg, seed + i, callbacks=M.pruning_callbacks(),
+        _fit(wrapped, ds, cfg, seed + i, targets, callbacks=M.pruning_callbacks(),
              prefix=f"prune {i}/{cfg.steps}")
         model = M.strip_pruning(wrapped)
         plans.append(plan.to_json())
@@ -154,12 +156,12 @@ def _magnitude(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
                    "overall_sparsity": round(M.overall_sparsity(model), 6), "schedules": plans}
 
 
-def _m_by_n(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
+def _m_by_n(model, ds, cfg: PruneConfig, seed: int, targets) -> tuple[Any, dict]:
     from pipeline.compress import magnitude as M
 
     wrapped = M.apply_pruning(model, m_by_n=cfg.m_by_n, **_tfmot_kwargs(cfg))
     pruned_names = [lay.layer.name for lay in wrapped.layers if hasattr(lay, "pruning_vars")]
-    _fit(wrapped, ds, cfg, seed, callbacks=M.pruning_callbacks())
+    _fit(wrapped, ds, cfg, seed, targets, callbacks=M.pruning_callbacks())
     model = M.strip_pruning(wrapped)
     M.require_m_by_n(model, cfg.m_by_n, pruned_names)
     return model, {"sparsity": M.sparsity_report(model),
@@ -167,7 +169,7 @@ def _m_by_n(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
                    "m_by_n": list(cfg.m_by_n), "m_by_n_layers": pruned_names}
 
 
-def _channels(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
+def _channels(model, ds, cfg: PruneConfig, seed: int, targets) -> tuple[Any, dict]:
     from pipeline.compress.channels import channel_report, prune_channels_detailed
 
     original = model
@@ -182,7 +184,7 @@ def _channels(model, ds, cfg: PruneConfig, seed: int) -> tuple[Any, dict]:
             cfg.min_channels)
         rounds.append({"params_before": rep["params_before"], "params_after": rep["params_after"],
                        "skipped": rep["skipped"]})
-        summary = _fit(model, ds, cfg, seed + i, prefix=f"prune {i}/{cfg.steps}")
+        summary = _fit(model, ds, cfg, seed + i, targets, prefix=f"prune {i}/{cfg.steps}")
         rounds[-1].update(summary)
         log.info("[prune] step %d/%d: %d -> %d params", i, cfg.steps, rep["params_before"],
                  rep["params_after"])
@@ -196,15 +198,14 @@ _RUN = {"magnitude": _magnitude, "m_by_n": _m_by_n, "channels": _channels}
 
 def prune_model(model, ds, cfg: PruneConfig, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Prune and fine-tune `model` on `ds` per `cfg`; returns (new model, metrics)."""
-    from pipeline import models
+    from pipeline import tasks
     from pipeline.compress._keras import require_graph_model
 
     require_graph_model(model, "pruning")
-    models.check_input(model, ds.input_shape)
-    models.check_output(model, ds.num_classes)
-    before = models.accuracy(model, ds.x_test, ds.y_test)
-    new, metrics = _RUN[cfg.method](model, ds, cfg, seed)
-    metrics = {"method": cfg.method, "accuracy_before": before, **metrics}
+    task = tasks.of(model, ds)
+    before = tasks.before(model, ds, task)
+    new, metrics = _RUN[cfg.method](model, ds, cfg, seed, tasks.fit_targets(task, ds, model))
+    metrics = {"method": cfg.method, **before, **metrics}
     return new, metrics
 
 
@@ -218,8 +219,11 @@ class Prune(Stage):
         model = ctx.load_model()
         new, metrics = prune_model(model, ctx.dataset(), cfg, seed=ctx.seed)
         art = ctx.save_model(new, "model", metrics=metrics)
-        ctx.log("[prune] %s: test accuracy %.4f (before %.4f), %d params, %d nonzero",
-                cfg.method, art.metrics["accuracy"], metrics["accuracy_before"],
+        from pipeline.tasks import headline
+
+        ctx.log("[prune] %s: %s, %d params, %d nonzero", cfg.method, headline(art.metrics),
                 art.metrics["params"], art.metrics["nonzero_params"])
         summary = {k: v for k, v in metrics.items() if k not in ("sparsity", "channels", "rounds")}
-        return StageResult([art], {**summary, "accuracy": art.metrics["accuracy"]})
+        p = art.metrics["task"]["primary"]
+        return StageResult([art], {**summary, **({p: art.metrics[p]} if p in art.metrics
+                                                 else {})})

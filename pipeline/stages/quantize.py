@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.errors import did_you_mean
@@ -36,6 +38,12 @@ class QuantizeConfig(FitConfig):
                           "calibration_size)")
     max_accuracy_drop: float | None = Field(
         None, ge=0, le=1, description="fail when the .tflite is this much below the float model")
+    max_metric_drop: float | None = Field(
+        None, ge=0, description="fail when the .tflite's task metric is this much worse than the "
+                                "float model's (in the metric's direction)")
+    io: Literal["int8", "float32"] | None = Field(
+        None, description="ptq_int8/qat: the file's input/output type; null: what keeps the "
+                          "task's metric (int8 for classifiers, float32 otherwise)")
     # qat
     skip_unsupported: bool = Field(False, description="qat: leave unsupported layers in float")
     preserve: str = Field("auto", description="qat: auto | none | sparsity | clusters | "
@@ -75,6 +83,8 @@ class QuantizeConfig(FitConfig):
                         "batch_size", "optimizer"):
                 if key in self.model_fields_set:
                     raise ValueError(f"{key} applies to mode qat, not {self.mode}")
+        if self.io is not None and MODES[self.mode] != "int8":
+            raise ValueError(f"io applies to modes ptq_int8 and qat, not {self.mode}")
         return self
 
 
@@ -114,20 +124,25 @@ def tflite_overall_sparsity(sparsity: dict[str, float], path: str | Path) -> flo
     return round(sum(sparsity[n] * s for n, s in sizes.items()) / total, 6) if total else 0.0
 
 
-def qat_model(model, ds, cfg: QuantizeConfig, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """TF-MOT quantization-aware training of `model` on `ds`: wrap, then fine-tune with
-    `pipeline.training.fit`. Returns (QAT model, metrics: preserve, scheme, float_layers, fit
-    summary, qat_keras_accuracy)."""
-    from pipeline import models
+def qat_model(model, ds, cfg: QuantizeConfig, seed: int = 0, calibration=None
+              ) -> tuple[Any, dict[str, Any]]:
+    """TF-MOT quantization-aware training of `model` on `ds`: wrap (activation ranges started
+    from the float model's on `calibration` inputs), then fine-tune with
+    `pipeline.training.fit` on the task's targets. Returns (QAT model, metrics: preserve, scheme,
+    float_layers, fit summary, qat_keras_<metric>)."""
+    from pipeline import tasks
     from pipeline.compress._keras import require_graph_model
     from pipeline.compress.quantize import quantize_aware
     from pipeline.training import fit
 
     require_graph_model(model, "quantization-aware training")
-    qat, info = quantize_aware(model, skip_unsupported=cfg.skip_unsupported, preserve=cfg.preserve)
+    task = tasks.of(model, ds)
+    qat, info = quantize_aware(model, skip_unsupported=cfg.skip_unsupported, preserve=cfg.preserve,
+                               calibration=calibration)
     m = info.to_json()
-    m.update(fit(qat, ds, cfg, seed=seed, prefix="qat"))
-    m["qat_keras_accuracy"] = models.accuracy(qat, ds.x_test, ds.y_test)
+    m.update(fit(qat, ds, cfg, seed=seed, prefix="qat", reference=model,
+                 targets=tasks.fit_targets(task, ds, model)))
+    m.update({f"qat_keras_{k}": v for k, v in tasks.keras_metrics(qat, ds, task).items()})
     return qat, m
 
 
@@ -139,17 +154,17 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
     so a failed gate leaves nothing behind.
     """
     from pipeline import gates as gate_checks
-    from pipeline import models, tflite
+    from pipeline import models, tasks, tflite
 
-    models.check_input(model, ds.input_shape)
-    float_pred = models.predict(model, ds.x_test)
-    float_acc = float(np.mean(float_pred.argmax(-1) == ds.y_test))
+    task = tasks.of(model, ds)
+    float_pred = tasks.predict(model, ds.x_test)
+    float_m = tasks.evaluate(task, float_pred, ds.y_test)
     mode = MODES[cfg.mode]
     calib = ds.calibration(cfg.calibration) if mode in ("int8", "int16x8") else None
-    m: dict[str, Any] = {"mode": cfg.mode, "float_accuracy": float_acc}
+    m: dict[str, Any] = {"mode": cfg.mode, **{f"float_{k}": v for k, v in float_m.items()}}
     converted = model
     if cfg.mode == "qat":
-        converted, qm = qat_model(model, ds, cfg, seed=seed)
+        converted, qm = qat_model(model, ds, cfg, seed=seed, calibration=calib)
         m.update(qm)
     params, nonzero = models.count_params(model)  # the float model's, not QAT's quantizers
 
@@ -161,16 +176,23 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
             fm["tflite_overall_sparsity"] = tflite_overall_sparsity(ks, path)
         label = Path(dest).name
         breaches = []
-        if cfg.max_accuracy_drop is not None and fm["accuracy_drop"] > cfg.max_accuracy_drop:
+        drop = fm.get("accuracy_drop")
+        if cfg.max_accuracy_drop is not None and drop is not None and drop > cfg.max_accuracy_drop:
             breaches.append(f"{label}: {cfg.mode} accuracy {fm['accuracy']:.4f} is "
-                            f"{fm['accuracy_drop']:.4f} below the float model's {float_acc:.4f} "
+                            f"{drop:.4f} below the float model's {fm['keras_accuracy']:.4f} "
                             f"(max_accuracy_drop {cfg.max_accuracy_drop})")
+        worse, p = fm.get("metric_drop"), task.primary
+        if cfg.max_metric_drop is not None and worse is not None and worse > cfg.max_metric_drop:
+            breaches.append(f"{label}: {cfg.mode} {p} {fm[p]:.4g} is {worse:.4g} worse than the "
+                            f"float model's {fm['keras_' + p]:.4g} (max_metric_drop "
+                            f"{cfg.max_metric_drop}, {'higher' if task.higher_is_better else 'lower'}"
+                            f" is better)")
         if gates is not None:
             breaches += gate_checks.check_accuracy(gates, label, fm)
         gate_checks.raise_breaches(breaches)
 
     m.update(tflite.export(converted, dest, mode, ds, reference=float_pred, calibration=calib,
-                           check=check))
+                           io=cfg.io, check=check))
     return m
 
 
@@ -191,10 +213,14 @@ class Quantize(Stage):
                    if k in ("sparsity", "channels", "unique_values", "clusters")}
         m.update(carried)
         m["source"] = ctx.model_source
-        ctx.log("[quantize] %s: acc %.4f (float %.4f), %d bytes (gzip %d)", cfg.mode,
-                m["accuracy"], m["float_accuracy"], m["size_bytes"], m["gzip_bytes"])
+        from pipeline.stages.export import log_metric
+
+        ctx.log("[quantize] %s: %s, %d bytes (gzip %d)%s", cfg.mode, log_metric(m),
+                m["size_bytes"], m["gzip_bytes"], f", io {m['io']}" if "io" in m else "")
         art = Artifact(name=cfg.mode, path=ctx.rel(fname), format="tflite",
                        quantization=MODES[cfg.mode], metrics=m)
-        summary = {k: m[k] for k in ("mode", "accuracy", "float_accuracy", "accuracy_drop",
-                                     "size_bytes", "gzip_bytes") if k in m}
+        p = m["task"]["primary"]
+        summary = {k: m[k] for k in ("mode", "accuracy", "float_accuracy", "accuracy_drop", p,
+                                     f"keras_{p}", "metric_drop", "io", "size_bytes",
+                                     "gzip_bytes") if k in m}
         return StageResult([art], summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.stages.base import Stage, StageResult
+from pipeline.tasks import headline
 from pipeline.training import FitConfig, fit
 
 
@@ -17,5 +18,6 @@ class Train(Stage):
         model = ctx.load_model()
         summary = fit(model, ds, cfg, seed=ctx.seed)
         art = ctx.save_model(model, "model", metrics=summary)
-        ctx.log("[train] test accuracy %.4f, %d params", art.metrics["accuracy"], art.metrics["params"])
+        ctx.log("[train] task %s", art.metrics["task"]["describe"])
+        ctx.log("[train] %s, %d params", headline(art.metrics), art.metrics["params"])
         return StageResult([art], summary)
