@@ -158,19 +158,3 @@ def check_input(model, input_shape) -> None:
         raise UserError(f"dataset samples have shape {list(got)} but the model expects "
                         f"{[d if d is not None else 'any' for d in want]}; set dataset.input_size/"
                         f"channels to match, or use a model built for this data")
-
-
-def check_output(model, num_classes: int) -> None:
-    """Fail with one line when the model has fewer outputs than the data has classes.
-
-    More outputs than classes is allowed: the data may use a subset of the model's classes.
-    """
-    shape = model.output_shape
-    if isinstance(shape, list):
-        raise UserError(f"the model has {len(shape)} output tensors; edgepipe needs one "
-                        f"classifier output (one softmax unit per class)")
-    width = shape[-1]
-    if width is not None and width < num_classes:
-        raise UserError(f"the model has {width} output{'s' if width != 1 else ''} but the dataset "
-                        f"has {num_classes} classes; edgepipe needs one softmax output per class "
-                        f"(also for 2 classes): use a model built for this data")

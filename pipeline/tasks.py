@@ -260,8 +260,11 @@ def _infer_kind(y, shape: tuple, declared: str | None, output: str, num_classes:
                             f"npz); give y_train (or y_train__<output>), or use task: fidelity")
         return "fidelity"
     labels = _is_labels(y)
-    kind = declared or ("classification" if labels and shape and shape[-1] not in (None, 1)
-                        and _fits_classification(y, shape) else "regression")
+    wide = bool(shape) and shape[-1] not in (None, 1) and _fits_classification(y, shape)
+    integers = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
+    # integer labels are classes (a too-narrow output is then an error, not a regression);
+    # whole-number floats only when the output has a unit per class
+    kind = declared or ("classification" if integers or (labels and wide) else "regression")
     if kind == "classification":
         if not labels:
             raise UserError(f"task classification needs integer class labels but {what} holds "

@@ -83,15 +83,26 @@ def test_input_shape_mismatch_is_one_line():
 
 
 def test_output_narrower_than_the_classes_is_one_line():
-    with pytest.raises(UserError, match=r"^the model has 5 outputs but the dataset has 10 classes; "
-                                        r"edgepipe needs one softmax output per class"):
-        models.check_output(tiny_model(num_classes=5), 10)
+    from types import SimpleNamespace
+
+    from pipeline import tasks
+
+    def ds(n):
+        return SimpleNamespace(x_train=np.zeros((n, 8, 8, 1), np.float32), y_train=np.arange(n),
+                               num_classes=n, multi_input=False, multi_output=False,
+                               input_shape=(8, 8, 1), task=None)
+
+    with pytest.raises(UserError, match=r"^the model output 'classifier' has 5 units but the "
+                                        r"dataset has 10 classes; classification needs one softmax "
+                                        r"unit per class"):
+        tasks.bind(None, tiny_model(num_classes=5), ds(10))
     # a 1-unit sigmoid binary model: argmax over one output is always class 0
-    with pytest.raises(UserError, match=r"^the model has 1 output but the dataset has 2 classes"):
-        models.check_output(tiny_model(num_classes=1), 2)
+    with pytest.raises(UserError, match=r"^the model output 'classifier' has 1 unit but the "
+                                        r"dataset has 2 classes"):
+        tasks.bind(None, tiny_model(num_classes=1), ds(2))
     # more outputs than the labels seen (a subset of the model's classes) is fine
-    models.check_output(tiny_model(num_classes=12), 10)
-    models.check_output(tiny_model(num_classes=10), 10)
+    assert tasks.bind(None, tiny_model(num_classes=12), ds(10)).name == "classification"
+    assert tasks.bind(None, tiny_model(num_classes=10), ds(10)).name == "classification"
 
 
 def test_recipe_and_cli_refuse_a_model_with_too_few_outputs(tmp_path):
