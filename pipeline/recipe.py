@@ -190,11 +190,30 @@ def parse(text: str, source: str = "<recipe>") -> Recipe:
     return recipe
 
 
+def _check_task_gates(recipe: Recipe, task: str | None, root, source: str) -> None:
+    """Gates that cannot fire for the declared task are errors, not silent no-ops."""
+    g = recipe.gates
+    why = None
+    if task in ("regression", "fidelity") and (g.min_accuracy is not None
+                                               or g.max_accuracy_drop is not None):
+        key = "min_accuracy" if g.min_accuracy is not None else "max_accuracy_drop"
+        why = (key, f"{key} judges classifiers; this recipe's task is {task}: use min_metric / "
+                    f"max_metric_drop (its metric, in its own direction)")
+    elif task == "fidelity" and g.max_metric_drop is not None:
+        why = ("max_metric_drop", "a fidelity task measures each .tflite against the Keras model "
+                                  "itself, which has no metric to drop from: use min_metric "
+                                  "(the worst acceptable snr_db)")
+    if why:
+        raise RecipeError(_format_error({"loc": ("gates", why[0]), "type": "value_error",
+                                         "msg": why[1]}, root, source))
+
+
 def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
     """Stage order the stages' own settings cannot see: what a stage needs (a .tflite to time)
     an earlier stage must make."""
     made: set[str] = set()
     task = recipe.task.name if recipe.task else None
+    _check_task_gates(recipe, task, root, source)
     for i, st in enumerate(recipe.stages):
         if st.name == "nas" and task not in (None, "classification"):
             raise RecipeError(_format_error(

@@ -247,6 +247,7 @@ def measure(path: str | Path, model, dataset, reference) -> dict[str, Any]:
     Keras model's (`reference` = its test outputs), agreement with them, op list."""
     from pipeline import tasks
     from pipeline.artifacts import sizes
+    from pipeline.metrics import fidelity_metrics
     from pipeline.models import count_params
 
     task = tasks.of(model, dataset)
@@ -267,7 +268,7 @@ def measure(path: str | Path, model, dataset, reference) -> dict[str, Any]:
     if "accuracy" in mine and "keras_accuracy" in m:
         m["accuracy_drop"] = m["keras_accuracy"] - m["accuracy"]
     if task.name != "fidelity":  # a fidelity task reports these per output already
-        agree = [tasks.fidelity_metrics(r, o) for r, o in zip(reference, outs)]
+        agree = [fidelity_metrics(r, o) for r, o in zip(reference, outs)]
         m["max_abs_diff"] = max(a["max_abs_diff"] for a in agree)
         dist = [a["argmax_agreement"] for a in agree if "argmax_agreement" in a]
         if dist:

@@ -58,7 +58,8 @@ def test_recipe_train_distill_int8(tmp_path):
     ("{student: small_cnn, alpha: 1.5}",
      "r.yaml:7: stages.1.distill.alpha: Input should be less than or equal to 1"),
     ("{student: smal_cnn}", "r.yaml:7: stages.1.distill.student: unknown zoo model 'smal_cnn' "
-     "(did you mean \"small_cnn\"?); expected one of: small_cnn, mobilenet"),
+     "(did you mean \"small_cnn\"?); expected one of: small_cnn, mobilenet, mlp, two_head_cnn, "
+     "autoencoder"),
     ("{temperature: 2}", "r.yaml:7: stages.1.distill.student: required key is missing"),
     ("{student: nas, feature_pairs: [[a]]}", "r.yaml:7: stages.1.distill.feature_pairs: expected "
      "a list of [teacher_layer, student_layer] name pairs, got [['a']]"),
@@ -187,5 +188,6 @@ def test_teacher_and_student_with_too_few_classes_are_refused(tmp_path):
                 f"{tmp_path / 's5.keras'}}}, epochs: 1}}")
     with pytest.raises(UserError) as e:
         engine.run(r, tmp_path / "run")
-    assert str(e.value).startswith("the model has 5 outputs but the dataset has 10 classes")
+    assert str(e.value).startswith("the model output 'classifier' has 5 units but the dataset "
+                                   "has 10 classes")
     assert not list((tmp_path / "run").glob("0*"))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline import gates, tasks
+from pipeline import gates, metrics, tasks
 from pipeline.data import load_dataset
 from pipeline.errors import UserError
 from pipeline.recipe import Gates
@@ -19,9 +19,9 @@ def _task_json(primary, higher):
     return {"primary": primary, "higher_is_better": higher}
 
 
-@pytest.mark.parametrize("metric", sorted(tasks.DIRECTION) + ["top5_accuracy", "user:fn"])
+@pytest.mark.parametrize("metric", sorted(metrics.DIRECTION) + ["top5_accuracy", "user:fn"])
 def test_every_metric_gates_in_its_own_direction(metric):
-    higher = tasks.DIRECTION.get(metric, True) if metric != "user:fn" else False
+    higher = metrics.DIRECTION.get(metric, True) if metric != "user:fn" else False
     name = metric.split(":")[-1]
     good, bad = (0.9, 0.5) if higher else (0.5, 0.9)
     g = Gates(min_metric=0.7, max_metric_drop=0.1)
@@ -39,22 +39,22 @@ def test_every_metric_gates_in_its_own_direction(metric):
                    f"(max_metric_drop 0.1, {word} is better)"]
     assert gates.check_metric(g, "f", {name: good - step, f"keras_{name}": good, "task": task}) == []
     if metric != "user:fn":
-        assert tasks.direction_of(None, metric) is higher
+        assert metrics.direction_of(None, metric) is higher
 
 
 def test_regression_and_fidelity_metrics():
     y = np.array([1.0, 2.0, 3.0, 4.0])
-    m = tasks.regression_metrics(y, y + np.array([0.5, -0.5, 0.5, -0.5]))
+    m = metrics.regression_metrics(y, y + np.array([0.5, -0.5, 0.5, -0.5]))
     assert m["mae"] == pytest.approx(0.5) and m["rmse"] == pytest.approx(0.5)
     assert m["r2"] == pytest.approx(1 - 1.0 / 5.0)
     ref = np.array([[3.0, 4.0], [1.0, 0.0]])
-    f = tasks.fidelity_metrics(ref, ref + 0.1)
+    f = metrics.fidelity_metrics(ref, ref + 0.1)
     assert f["snr_db"] == pytest.approx(10 * math.log10(26 / 0.04))
     assert f["max_abs_diff"] == pytest.approx(0.1) and "argmax_agreement" not in f
     probs = np.array([[0.2, 0.8], [0.6, 0.4]])
-    assert tasks.fidelity_metrics(probs, probs[:, ::-1])["argmax_agreement"] == 0.0
-    assert tasks.fidelity_metrics(ref, ref)["snr_db"] == math.inf
-    c = tasks.classification_metrics(np.array([1, 1]), np.array([[0.1, 0.5, 0.4], [0.2, 0.3, 0.5]]), 2)
+    assert metrics.fidelity_metrics(probs, probs[:, ::-1])["argmax_agreement"] == 0.0
+    assert metrics.fidelity_metrics(ref, ref)["snr_db"] == math.inf
+    c = metrics.classification_metrics(np.array([1, 1]), np.array([[0.1, 0.5, 0.4], [0.2, 0.3, 0.5]]), 2)
     assert c == {"accuracy": 0.5, "top2_accuracy": 1.0}
 
 
@@ -170,21 +170,21 @@ def user_metrics(tmp_path, monkeypatch):
 
 def test_user_metric_runs_and_bad_ones_are_one_line(user_metrics):
     y, p = np.array([1.0, 2.0]), np.array([[1.5], [2.0]])
-    assert tasks.user_metric("my_metrics:mape", y, p) == pytest.approx(0.25)
+    assert metrics.user_metric("my_metrics:mape", y, p) == pytest.approx(0.25)
     with pytest.raises(UserError) as e:
-        tasks.user_metric("my_metrics:boom", y, p)
+        metrics.user_metric("my_metrics:boom", y, p)
     assert str(e.value) == "task.metric my_metrics:boom raised ValueError: shapes differ; fix the metric"
     with pytest.raises(UserError) as e:
-        tasks.user_metric("my_metrics:words", y, p)
+        metrics.user_metric("my_metrics:words", y, p)
     assert str(e.value) == ("task.metric my_metrics:words returned 'good' (str); a metric must "
                             "return one number")
     with pytest.raises(UserError) as e:
-        tasks.load_metric("no_such_pkg.mod:fn")
+        metrics.load_metric("no_such_pkg.mod:fn")
     assert str(e.value) == ("task.metric no_such_pkg.mod:fn: cannot import no_such_pkg.mod "
                             "(ModuleNotFoundError: No module named 'no_such_pkg'); put the module "
                             "on PYTHONPATH or fix it")
     with pytest.raises(UserError) as e:
-        tasks.load_metric("my_metrics:mpe")
+        metrics.load_metric("my_metrics:mpe")
     assert str(e.value) == 'task.metric my_metrics:mpe: my_metrics has no function mpe (did you mean "mape"?)'
 
 
@@ -313,3 +313,19 @@ def test_nas_is_classification_only(tmp_path):
         recipe.parse(text, "r.yaml")
     assert str(e.value) == ("r.yaml:8: stages.1.nas: nas searches classifiers only; this "
                             "recipe's task is regression: drop the nas stage")
+
+
+def test_gates_the_task_cannot_judge_are_recipe_errors():
+    from pipeline import recipe
+    from pipeline.errors import RecipeError
+
+    with pytest.raises(RecipeError) as e:
+        recipe.parse(REGRESSION.replace("gates: {", "gates: {min_accuracy: 0.9, "), "r.yaml")
+    assert str(e.value) == ("r.yaml:10: gates.min_accuracy: min_accuracy judges classifiers; this "
+                            "recipe's task is regression: use min_metric / max_metric_drop (its "
+                            "metric, in its own direction)")
+    with pytest.raises(RecipeError) as e:
+        recipe.parse(REGRESSION.replace("task: regression", "task: fidelity"), "r.yaml")
+    assert str(e.value) == ("r.yaml:10: gates.max_metric_drop: a fidelity task measures each "
+                            ".tflite against the Keras model itself, which has no metric to drop "
+                            "from: use min_metric (the worst acceptable snr_db)")
