@@ -212,19 +212,24 @@ def _check_targets(model, dataset) -> None:
     if y is None:
         return
     if isinstance(y, dict):
-        missing = [n for n in names if n not in y]
-        if missing:
-            raise UserError(f"the dataset has no y_train__{missing[0]} for the model output "
-                            f"{missing[0]!r}; give one target per output (outputs: "
-                            f"{', '.join(names)}), named y_train__<output> in the npz")
-        extra = [k for k in y if k not in names]
-        if extra:
-            raise UserError(f"the dataset's y_train__{extra[0]} names no model output"
-                            f"{did_you_mean(extra[0], names)}; the model's outputs are: "
-                            f"{', '.join(names)}")
+        _same_names(y, names, "y_train", "output", "give one target per output (outputs: "
+                    f"{', '.join(names)}), named y_train__<output> in the npz")
     elif len(names) > 1:
         raise UserError(f"the model has {len(names)} outputs ({', '.join(names)}) but the dataset "
                         f"has one target; give one per output as y_train__<output> in the npz")
+
+
+def _same_names(given, names: list[str], key: str, what: str, todo: str) -> None:
+    """The data's `<key>__<name>` arrays name exactly the model's inputs/outputs `names`."""
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise UserError(f"the dataset has no {key}__{missing[0]} for the model {what} "
+                        f"{missing[0]!r}; {todo}")
+    extra = [k for k in given if k not in names]
+    if extra:
+        raise UserError(f"the dataset's {key}__{extra[0]} names no model {what}"
+                        f"{did_you_mean(extra[0], names)}; the model's {what}s are: "
+                        f"{', '.join(names)}")
 
 
 def _infer_kind(y, shape: tuple, declared: str | None, output: str, num_classes: int | None,
@@ -367,15 +372,8 @@ def check_inputs(model, dataset) -> None:
         check_input(model, dataset.input_shape)
         return
     shapes = dataset.input_shapes
-    missing = [n for n in names if n not in shapes]
-    if missing:
-        raise UserError(f"the dataset has no x_train__{missing[0]} for the model input "
-                        f"{missing[0]!r}; give one array per input (inputs: {', '.join(names)})")
-    extra = [k for k in shapes if k not in names]
-    if extra:
-        raise UserError(f"the dataset's x_train__{extra[0]} names no model input"
-                        f"{did_you_mean(extra[0], names)}; the model's inputs are: "
-                        f"{', '.join(names)}")
+    _same_names(shapes, names, "x_train", "input",
+                f"give one array per input (inputs: {', '.join(names)})")
     wants = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
     for n, want in zip(names, wants):
         want, got = tuple(want[1:]), shapes[n]

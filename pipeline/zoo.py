@@ -20,6 +20,19 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
+def _conv_trunk(x, filters: Sequence[int], dense: int):
+    """Conv-BN-ReLU-pool blocks, flatten, a ReLU dense layer (small_cnn's and two_head_cnn's)."""
+    from tf_keras import layers
+
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return layers.Dense(dense, activation="relu", name="fc")(x)
+
+
 def small_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32), dense: int = 64,
               dropout: float = 0.2) -> keras.Model:
     """Conv-BN-ReLU blocks with max pooling, then a dense head: the default recipe's model."""
@@ -27,14 +40,7 @@ def small_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32), dense
     from tf_keras import layers
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
-    for i, f in enumerate(filters):
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.ReLU(name=f"relu{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense, activation="relu", name="fc")(x)
+    x = _conv_trunk(inputs, filters, dense)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="classifier")(x)
@@ -154,14 +160,7 @@ def two_head_cnn(input_shape, num_classes, filters: Sequence[int] = (16, 32),
     from tf_keras import layers
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
-    for i, f in enumerate(filters):
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.ReLU(name=f"relu{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense, activation="relu", name="fc")(x)
+    x = _conv_trunk(inputs, filters, dense)
     cls = layers.Dense(num_classes or 10, activation="softmax", name="class")(x)
     value = layers.Dense(1, name="value")(x)
     return keras.Model(inputs, [cls, value], name="two_head_cnn")
