@@ -265,3 +265,23 @@ def test_graph_only_savedmodel_exports_and_layer_stages_refuse(k3, tmp_path):
         f"tf.saved_model.save), which supports only export, post-training quantization, golden, "
         f"verify and profile")
     assert not (tmp_path / "p.keras").exists()
+
+
+def test_graph_only_savedmodel_in_a_recipe(k3, tmp_path):
+    """export and PTQ work from the graph; a stage that changes layers refuses, before it runs."""
+    from pipeline import engine, recipe
+
+    head = (f"name: g\ndataset: {{name: digits, input_size: [8, 8], channels: 1}}\n"
+            f"model: {{path: {k3 / 'seq_cnn_export'}}}\nstages:\n")
+    r = recipe.parse(head + "  - export: {modes: [fp32]}\n  - quantize: {mode: ptq_dynamic}\n")
+    records = engine.run(r, tmp_path / "run")
+    assert [a.format for rec in records for a in rec.artifacts] == ["tflite", "tflite"]
+    r = recipe.parse(head + "  - train: {epochs: 1}\n")
+    with pytest.raises(UserError) as e:
+        engine.run(r, tmp_path / "run2")
+    assert str(e.value) == (
+        f"the train stage needs a Keras model with layers (.keras, .h5, or a SavedModel saved by "
+        f"tf_keras); {k3 / 'seq_cnn_export'} is a SavedModel without a layer graph (model.export "
+        f"/ tf.saved_model.save), which supports only export, post-training quantization, golden, "
+        f"verify and profile")
+    assert not list((tmp_path / "run2").glob("0*"))
