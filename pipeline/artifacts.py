@@ -10,7 +10,6 @@ import os
 import platform
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -65,9 +64,25 @@ def _create_new(parent: Path, prefix: str, suffix: str, create) -> tuple[Path, A
     raise FileExistsError(f"no free temporary name {prefix}*{suffix} in {parent}")
 
 
-def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
-    """A new empty folder `parent/<prefix><random>` with the umask's mode (mkdtemp's is 0700)."""
-    return _create_new(Path(parent), prefix, "", lambda p: os.mkdir(p, 0o777))[0]
+#: every temporary file or folder this module makes is `.<name>.<random>.tmp` beside its final
+#: name; `clean_temps` removes what a killed process left behind
+TEMP_GLOB = ".*.tmp"
+
+
+def make_temp_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A new empty folder `parent/.<name>.<random>.tmp` with the umask's mode (mkdtemp's is
+    0700), for a folder that will be renamed to `parent/<name>`."""
+    return _create_new(Path(parent), f".{name}.", ".tmp", lambda p: os.mkdir(p, 0o777))[0]
+
+
+def clean_temps(folder: str | os.PathLike) -> None:
+    """Remove the temporary files and folders (TEMP_GLOB) a killed writer left in `folder`."""
+    for p in Path(folder).glob(TEMP_GLOB):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -84,9 +99,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _name_the_file(e, path)
         raise
 
 
@@ -94,8 +110,45 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, shown_as: str | os.PathLike | None = None
+                      ) -> None:
+    """`obj` as standard JSON (json_text); errors name the file as `shown_as` (default `path`)."""
+    text = json_text(obj, where=str(shown_as or path), indent=2, sort_keys=True)
+    atomic_write_text(path, text + "\n")
+
+
+def json_text(obj: Any, *, where: str = "JSON output", **dumps_kw: Any) -> str:
+    """Standard JSON (RFC 8259: no NaN or Infinity, which most readers refuse). A non-finite
+    number is an error naming its key, never written: a metric that is not a number means a
+    measurement went wrong (most often a training that diverged), and null would hide it."""
+    try:
+        return json.dumps(obj, allow_nan=False, default=_json_default, **dumps_kw)
+    except ValueError:
+        key, value = _non_finite(obj) or ("?", "?")
+        from pipeline.errors import UserError
+
+        raise UserError(f"{where}: {key} is {value}, which JSON cannot hold; a measurement came "
+                        f"out as not-a-number (did training diverge? try a lower "
+                        f"learning_rate)") from None
+
+
+def _non_finite(obj: Any, key: str = "") -> tuple[str, str] | None:
+    """(dotted key, value) of the first NaN/inf number inside `obj`, or None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return key or "value", str(float(obj))
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and not np.isfinite(obj).all():
+        return key or "value", str(float(obj[~np.isfinite(obj)].flat[0]))
+    items = (obj.items() if isinstance(obj, dict) else
+             enumerate(obj) if isinstance(obj, (list, tuple)) else ())
+    for k, v in items:
+        found = _non_finite(v, f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
 
 
 def _json_default(o: Any) -> Any:
@@ -110,6 +163,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def _name_the_file(e: BaseException, path: Path) -> None:
+    """An OSError without a file name (a full disk while a library writes to an open file) gets
+    the name of the output it was writing, so the user is told which file failed."""
+    if isinstance(e, OSError) and not e.filename:
+        e.filename = str(path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path to write a file or folder into; on success it replaces `path`.
@@ -120,18 +180,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp_dir = make_temp_dir(path.parent, path.name)
     tmp = tmp_dir / path.name
     try:
         yield tmp
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         for d in made:  # folders made for the output go too
             with contextlib.suppress(OSError):
                 d.rmdir()
+        _name_the_file(e, path)
         raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,5 +1,8 @@
 """Errors a user can cause. The CLI prints their message as one line and exits with code 2."""
 
+import errno
+import os
+
 
 class UserError(Exception):
     """Bad input from the user: a recipe, a file, an option. The message says what and what to do."""
@@ -27,3 +30,23 @@ def did_you_mean(name: str, choices) -> str:
 
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+#: OS errors that are the machine's state, not edgepipe's bug: what the user can do about each
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space and run again",
+    errno.EDQUOT: "free some space (disk quota) and run again",
+    errno.EROFS: "write somewhere else",
+    errno.EACCES: "fix its permissions or use another path",
+    errno.EPERM: "fix its permissions or use another path",
+}
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One line for an OSError in OS_ERROR_HINTS (path, cause, what to do); None for others,
+    which stay tracebacks (they are more likely our bugs)."""
+    hint = OS_ERROR_HINTS.get(e.errno)
+    if hint is None:
+        return None
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or os.strerror(e.errno)}; {hint}"

@@ -13,7 +13,8 @@ from pipeline.errors import RecipeError, did_you_mean
 from pipeline.models import ModelSpec
 from pipeline.tasks import TaskSpec
 from pipeline.config import StageConfig
-from pipeline.registry import STAGES, how_to_make, stage_class, unknown_stage
+from pipeline.registry import STAGES, has_needed, how_to_make, stage_class, unknown_stage
+from pipeline.yamlfile import check_size, read_text
 
 
 class Gates(BaseModel):
@@ -57,6 +58,14 @@ class Recipe(BaseModel):
     stages: list[StageEntry] = Field(min_length=1)
     gates: Gates = Field(default_factory=Gates)
     devices: str | None = Field(None, description="devices.yaml for profile targets")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, v: str) -> str:
+        if set(v) == {"."}:  # "." and ".." name the current and parent folders, not a run's
+            raise ValueError(f"{v!r} is not a folder name of its own; use letters, digits, "
+                             f"'_', '-' and '.'")
+        return v
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -168,6 +177,7 @@ def _fields_at(loc: tuple) -> list[str]:
 def parse(text: str, source: str = "<recipe>") -> Recipe:
     try:
         root = yaml.compose(text)
+        check_size(root, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -209,24 +219,34 @@ def _check_task_gates(recipe: Recipe, task: str | None, root, source: str) -> No
 
 
 def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
-    """Stage order the stages' own settings cannot see: what a stage needs (a .tflite to time)
-    an earlier stage must make."""
+    """Stage order the stages' own settings cannot see (each stage declares what it makes and
+    needs, and whether it trains or works on the model): profile with no .tflite before it,
+    report with nothing to report, and a stage working on the model before the recipe trains it
+    (`[quantize, train]` quantized the untrained model). A recipe that never trains (an untrained
+    architecture exported for size and latency) and a recipe whose `model:` is a file are fine."""
+    def refuse(i: int, name: str, msg: str):
+        raise RecipeError(_format_error({"loc": ("stages", i, name), "type": "value_error",
+                                         "msg": msg}, root, source))
+
+    kinds = [stage_class(st.name) for st in recipe.stages]
+    first_training = next((i for i, k in enumerate(kinds) if k.trains), None)
     made: set[str] = set()
     task = recipe.task.name if recipe.task else None
     _check_task_gates(recipe, task, root, source)
-    for i, st in enumerate(recipe.stages):
+    for i, (st, cls) in enumerate(zip(recipe.stages, kinds)):
         if st.name == "nas" and task not in (None, "classification"):
-            raise RecipeError(_format_error(
-                {"loc": ("stages", i, "nas"), "type": "value_error",
-                 "msg": f"nas searches classifiers only; this recipe's task is {task}: drop the "
-                        f"nas stage"}, root, source))
-        cls = stage_class(st.name)
+            refuse(i, "nas", f"nas searches classifiers only; this recipe's task is {task}: drop "
+                             f"the nas stage")
         for fmt, what in cls.needs.items():
-            if fmt not in made:
-                raise RecipeError(_format_error(
-                    {"loc": ("stages", i, st.name), "type": "value_error",
-                     "msg": f"no stage before it writes a {what}; {how_to_make(fmt, st.name)}"},
-                    root, source))
+            if not has_needed(fmt, made):
+                refuse(i, st.name, f"no stage before it writes a {what}; "
+                                   f"{how_to_make(fmt, st.name)}")
+        if (cls.uses_model and not recipe.model.path and first_training is not None
+                and i < first_training and not (st.name == "distill" and st.config.teacher)):
+            later = recipe.stages[first_training].name
+            refuse(i, st.name, f"works on the model before the recipe trains one (the {later} "
+                               f"stage at stages.{first_training}); move {st.name} after it, or "
+                               f"set model: to a trained model file")
         made.update(cls.makes)
 
 
@@ -235,7 +255,7 @@ def load(path: str | Path) -> Recipe:
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe file not found: {p}")
-    return resolve_paths(parse(p.read_text(), str(p)), p.parent)
+    return resolve_paths(parse(read_text(p, "recipe"), str(p)), p.parent)
 
 
 def _model_file(value: str) -> bool:

@@ -43,8 +43,19 @@ def stage_class(name: str) -> type[Stage]:
     return getattr(importlib.import_module(module), cls)
 
 
+#: a `Stage.needs` key: an artifact of any format will do (what a report reports on)
+ANY_ARTIFACT = "*"
+
+
+def has_needed(fmt: str, made: set[str]) -> bool:
+    """Whether formats `made` by earlier stages hold what a `Stage.needs` key `fmt` asks for."""
+    return bool(made) if fmt == ANY_ARTIFACT else fmt in made
+
+
 def how_to_make(fmt: str, before: str) -> str:
     """'add an export or quantize stage before profile': the stages that make `fmt`."""
+    if fmt == ANY_ARTIFACT:
+        return f"put {before} after the stages it is about"
     makers = [n for n in STAGES if fmt in stage_class(n).makes]
     article = "an" if makers and makers[0][0] in "aeiou" else "a"
     return f"add {article} {' or '.join(makers)} stage before {before}"

@@ -126,6 +126,11 @@ def test_setup_installs_runner_and_is_idempotent(lab, ready):
 
 
 def test_deploy_by_content_hash_skips_second_time(lab, ready, models):
+    import hashlib
+
+    sha = hashlib.sha256(models["small"].read_bytes()).hexdigest()
+    on_board = Path(lab["devices"].get("a").workdir) / "models" / f"{sha}.tflite"
+    on_board.unlink(missing_ok=True)  # an earlier test may have deployed it: this one copies
     r1 = _cli("deploy", models["small"], "--device", "a", "--devices", lab["inv"], "--json")
     r2 = _cli("deploy", models["small"], "--device", "a", "--devices", lab["inv"], "--json")
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
@@ -133,8 +138,8 @@ def test_deploy_by_content_hash_skips_second_time(lab, ready, models):
     assert d1["remote_path"] == d2["remote_path"]
     assert d1["remote_path"].endswith(f"/models/{d1['sha256']}.tflite")
     assert Path(d1["remote_path"]).read_bytes() == models["small"].read_bytes()
-    assert (d1["copied"], d2["copied"]) in ((True, False), (False, False))
-    assert d2["copied"] is False
+    assert d1["remote_path"] == str(on_board) and d1["sha256"] == sha
+    assert (d1["copied"], d2["copied"]) == (True, False)
 
 
 def test_profile_cli_json(lab, ready, models):

@@ -198,7 +198,9 @@ def test_benchmark_repeats_max_seconds_and_threads(edge_models):
                         max_seconds=0.02, repeats=3, cooldown_s=0.01, threads=2, xnnpack=False)
     assert len(r["per_repeat"]) == 3 and r["runs"] == sum(p["runs"] for p in r["per_repeat"])
     assert r["runs"] < 10**8  # max_seconds won over min_runs
-    assert r["p50_spread"] >= 0 and (r["threads"], r["xnnpack"]) == (2, False)
+    p50s = sorted(rep["p50"] for rep in r["per_repeat"])  # (max - min) / median of the three
+    assert r["p50_spread"] == pytest.approx((p50s[2] - p50s[0]) / p50s[1])
+    assert (r["threads"], r["xnnpack"]) == (2, False)
 
 
 def _result(cv=0.02, robust_cv=0.01, repeats=1, spread=0.0, before=None, after=None):

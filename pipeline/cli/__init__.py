@@ -47,19 +47,28 @@ class Main(click.Group):
 
     def invoke(self, ctx: click.Context):
         from edge_runner.errors import RunnerError
-        from pipeline.errors import UserError
+        from pipeline.errors import UserError, os_error_message
 
         try:
             return super().invoke(ctx)
         except click.UsageError as e:
             _usage_error(e)
         except (UserError, RunnerError) as e:
-            if ctx.find_root().params.get("verbose"):  # the traceback too, same exit code
-                import traceback
+            _one_line(ctx, str(e))
+        except OSError as e:  # disk full, read-only, permission denied: one line; others raise
+            message = os_error_message(e)
+            if message is None:
+                raise
+            _one_line(ctx, message)
 
-                click.echo(traceback.format_exc().rstrip(), err=True)
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
+
+def _one_line(ctx: click.Context, message: str):
+    if ctx.find_root().params.get("verbose"):  # the traceback too, same exit code
+        import traceback
+
+        click.echo(traceback.format_exc().rstrip(), err=True)
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(2)
 
 
 @click.group("edgepipe", cls=Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,12 +16,22 @@ import click
 @click.option("--force", is_flag=True, help="re-run every stage")
 @click.option("--workers", type=click.IntRange(0), default=0, help="nas: search with a chief and "
               "N worker processes on this host")
+@click.option("--devices", "devices_path", type=click.Path(dir_okay=False), default=None,
+              help="device inventory for profile targets (instead of the recipe's devices:)")
 def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
-        workers: int) -> None:
+        workers: int, devices_path: str | None) -> None:
     """Run a recipe; stages already done with the same fingerprint are skipped."""
     from pipeline import engine, recipe as recipes
+    from pipeline.yamlfile import read_text
 
     r = recipes.load(recipe_file)
+    text = read_text(recipe_file, "recipe")
+    if devices_path is not None:  # the run folder's recipe.yaml says which inventory was used
+        import yaml
+
+        devices_path = str(Path(devices_path).resolve())
+        r = r.model_copy(update={"devices": devices_path})
+        text = yaml.safe_dump({**yaml.safe_load(text), "devices": devices_path}, sort_keys=False)
     options = {}
     if workers:
         from pipeline.errors import UserError
@@ -33,8 +43,7 @@ def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
         options["nas"] = Distribution(workers=workers)
     run_dir = Path(out or Path("runs") / r.name)
     before = {d.name: _manifest_id(d) for d in (run_dir.iterdir() if run_dir.is_dir() else ())}
-    records = engine.run(r, run_dir, from_stage=from_stage, force=force,
-                         recipe_text=Path(recipe_file).read_text(),
+    records = engine.run(r, run_dir, from_stage=from_stage, force=force, recipe_text=text,
                          options=options)
     # a stage that ran committed a new manifest file; a skipped one kept its old one
     kept = sum(1 for rec in records
@@ -78,10 +87,13 @@ def status(run_dir: str, as_json: bool) -> None:
 
 
 def _check_run_folder(p: Path) -> None:
-    """A folder with neither recipe.yaml nor a stage folder (01_train, ...) is not a run."""
+    """A folder with neither the run marker, recipe.yaml nor a stage folder (01_train, ...) is
+    not a run (folders made before the marker have the other two)."""
     import re
 
-    if p.is_dir() and not (p / "recipe.yaml").is_file() and not any(
+    from pipeline.engine import RUN_MARKER
+
+    if p.is_dir() and not (p / RUN_MARKER).is_file() and not (p / "recipe.yaml").is_file() and not any(
             d.is_dir() and re.match(r"\d+_", d.name) for d in p.iterdir()):
         from pipeline.errors import UserError
 

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import UserError, did_you_mean
+from pipeline.yamlfile import check_size, read_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RUNTIMES = ("tflite-runtime", "ai-edge-litert")
@@ -184,8 +185,9 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
     if not p.is_file():
         hint = "" if path else " (the default; pass --devices PATH or create it)"
         raise UserError(f"Device inventory not found: {p}{hint}")
-    text = p.read_text()
+    text = read_text(p, "device inventory")
     try:
+        check_size(yaml.compose(text), str(p))
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None

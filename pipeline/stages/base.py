@@ -29,11 +29,17 @@ class Stage:
     #: the name of the Keras model it saves for later stages (`<model>.keras`)
     model: ClassVar[str] = "model"
     #: formats an earlier stage must have made, each with what for ({"tflite": ".tflite to
-    #: time"}); the recipe is refused, and the stage is not started, without one
+    #: time"}; registry.ANY_ARTIFACT: any); the recipe is refused, and the stage is not
+    #: started, without one
     needs: ClassVar[dict[str, str]] = {}
     #: the files its metrics list under "files" are the run's front page: the engine copies
     #: the newest such stage's files to the run folder's top once the run is done
     publishes: ClassVar[bool] = False
+    #: it works on the run's newest Keras model (or the recipe's), so in a recipe that trains,
+    #: the training comes before it
+    uses_model: ClassVar[bool] = False
+    #: it makes a trained Keras model of its own (not from the run's model)
+    trains: ClassVar[bool] = False
 
     @classmethod
     def input_paths(cls, cfg: StageConfig, recipe: Any) -> list[str]:

@@ -76,6 +76,7 @@ def cluster_model(model, ds, cfg: ClusterConfig, seed: int = 0) -> tuple[Any, di
 class Cluster(Stage):
     name = "cluster"
     Config = ClusterConfig
+    uses_model = True
     help = "weight clustering (TF-MOT) with fine-tuning; saves model.keras"
     makes = ("keras",)
 

@@ -170,6 +170,8 @@ def resolve_teacher(ctx, cfg: DistillConfig, skip=None):
 class Distill(Stage):
     name = "distill"
     Config = DistillConfig
+    uses_model = True  # the teacher, unless teacher: PATH
+    trains = True
     help = "train a small student against the frozen teacher (KD loss); saves the student"
     makes = ("keras",)
 

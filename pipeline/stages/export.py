@@ -41,6 +41,7 @@ def log_metric(m: dict) -> str:
 class Export(Stage):
     name = "export"
     Config = ExportConfig
+    uses_model = True
     help = "convert the newest Keras model to .tflite per mode; validate each on the test split"
     makes = ("tflite",)
 

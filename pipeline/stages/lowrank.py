@@ -61,6 +61,7 @@ def lowrank_model(model, ds, cfg: LowRankConfig, seed: int = 0) -> tuple[Any, di
 class LowRank(Stage):
     name = "lowrank"
     Config = LowRankConfig
+    uses_model = True
     help = "SVD factorization of Dense and 1x1 conv layers, fine-tuned; saves model.keras"
     makes = ("keras",)
 

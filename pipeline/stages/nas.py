@@ -148,6 +148,7 @@ def closest(rows: list[dict[str, Any]], limits: dict[str, float | None], n: int 
 class Nas(Stage):
     name = "nas"
     Config = NasConfig
+    trains = True
     help = ("hardware-aware architecture search (keras-tuner) over zoo.mobilenet; every "
             "candidate timed as .tflite on this host; saves best.keras")
     makes = ("keras",)

@@ -212,6 +212,7 @@ def prune_model(model, ds, cfg: PruneConfig, seed: int = 0) -> tuple[Any, dict[s
 class Prune(Stage):
     name = "prune"
     Config = PruneConfig
+    uses_model = True
     help = "magnitude / m_by_n (TF-MOT) or channel pruning, with fine-tuning; saves model.keras"
     makes = ("keras",)
 

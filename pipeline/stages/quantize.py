@@ -199,6 +199,7 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
 class Quantize(Stage):
     name = "quantize"
     Config = QuantizeConfig
+    uses_model = True
     help = "PTQ (dynamic/float16/int8/int16x8) or QAT int8 of the newest Keras model, gated"
     makes = ("tflite",)
 

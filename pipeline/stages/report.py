@@ -4,6 +4,7 @@ folder's top once the stage has committed)."""
 from __future__ import annotations
 
 from pipeline import report
+from pipeline.registry import ANY_ARTIFACT
 from pipeline.stages.base import Stage, StageConfig, StageResult
 
 class ReportConfig(StageConfig):
@@ -12,6 +13,7 @@ class ReportConfig(StageConfig):
 class Report(Stage):
     name = "report"
     Config = ReportConfig
+    needs = {ANY_ARTIFACT: "model or file to report on"}
     help = "write report.json, report.md, report.html (with plot) for every artifact of the run"
     publishes = True
 

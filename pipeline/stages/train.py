@@ -10,6 +10,7 @@ from pipeline.training import FitConfig, fit
 class Train(Stage):
     name = "train"
     Config = FitConfig
+    trains = True
     help = "fit the model with early stopping on validation accuracy; saves model.keras"
     makes = ("keras",)
 
