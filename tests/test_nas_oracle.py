@@ -427,3 +427,81 @@ def test_heartbeats_to_an_unreachable_chief_are_reported_once(caplog):
     assert warnings_of(caplog, "heartbeat") == [
         f"[nas w] heartbeat to the chief at {address} failed (UNAVAILABLE); the trial goes on, "
         "but the chief hands it to another worker if this lasts"]
+
+
+# ----- the shared token: who may drive the search -------------------------------------------
+TOKEN = "s3cret-token-of-32-characters-ok"
+
+
+@pytest.mark.parametrize("given", [None, "a-wrong-token-of-32-characters-x"])
+def test_a_worker_without_the_right_token_is_refused_and_one_with_it_completes(
+        tmp_path, fake_trials, worker_env, given):
+    """keras-tuner's service has no authentication: anyone reaching the port drove the search."""
+    sp = spec(max_trials=2)
+    oracle = sp.new_oracle()
+    S.oracle.open_project(oracle, tmp_path, "chief")
+    chief = D.Chief(oracle, "127.0.0.1:0", token=TOKEN)
+    try:
+        with pytest.raises(D.ChiefUnreachable) as e:
+            S.run_worker(sp, None, tmp_path / "intruder", chief.address, "intruder", timeout=5,
+                         token=given)
+        assert str(e.value) == (
+            f"the nas chief at {chief.address} refused this worker: a missing or wrong token; "
+            f"give workers the chief's token (--token-file FILE or $EDGEPIPE_NAS_TOKEN)")
+        assert fake_trials == [] and oracle.trials == {} and chief.heard.last == {}
+        ran = S.run_worker(sp, None, tmp_path / "w", chief.address, "tuner0", timeout=5,
+                           token=TOKEN)
+    finally:
+        chief.stop()
+    assert ran == ["0", "1"] and [t for _, t, _ in fake_trials] == ["0", "1"]
+    assert all(t.status == "COMPLETED" for t in oracle.trials.values())
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:0", "192.0.2.1:8000", "[::]:0"])
+def test_a_chief_beyond_loopback_needs_a_token(tmp_path, bind):
+    oracle = spec().new_oracle()
+    S.oracle.open_project(oracle, tmp_path, "chief")
+    host, port = D.parse_address(bind)
+    with pytest.raises(UserError) as e:
+        D.Chief(oracle, bind)
+    assert str(e.value) == (
+        f"the nas chief would listen on {host}:{port}, beyond this machine, without a token; "
+        f"give it one with --token-file FILE or $EDGEPIPE_NAS_TOKEN (the same for every "
+        f"worker), or keep the default loopback address")
+    assert D.is_loopback("127.0.0.1") and D.is_loopback("::1") and D.is_loopback("localhost")
+
+
+def test_the_token_comes_from_a_file_or_the_environment_never_the_command_line(tmp_path,
+                                                                                monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    monkeypatch.delenv(D.TOKEN_ENV, raising=False)
+    assert D.read_token(None) is None
+    (tmp_path / "t").write_text(TOKEN + "\nignored\n")
+    assert D.read_token(tmp_path / "t") == TOKEN
+    monkeypatch.setenv(D.TOKEN_ENV, " " + TOKEN[::-1] + "\n")
+    assert D.read_token(None) == TOKEN[::-1] and D.read_token(tmp_path / "t") == TOKEN
+    monkeypatch.setenv(D.TOKEN_ENV, "short")
+    with pytest.raises(UserError) as e:
+        D.read_token(None)
+    assert str(e.value) == ("$EDGEPIPE_NAS_TOKEN: the nas token has 5 characters; use at least "
+                            "16 random ones (e.g. `openssl rand -hex 16 > token`)")
+    with pytest.raises(UserError) as e:
+        D.read_token(tmp_path / "nope")
+    assert str(e.value) == f"--token-file {tmp_path / 'nope'}: cannot read it (No such file or directory)"
+    monkeypatch.delenv(D.TOKEN_ENV)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(
+        "name: w\ndataset: {name: digits, input_size: [8, 8], channels: 1}\nmodel: small_cnn\n"
+        "stages:\n  - nas: {max_trials: 1, epochs: 1, space: {num_stages: 1}}\n")
+    res = CliRunner().invoke(main, ["nas", "r.yaml", "--chief", "--address", "0.0.0.0:0"])
+    assert res.exit_code == 2 and res.stderr == (
+        "error: --address 0.0.0.0:0 is beyond this machine: give the search a shared token with "
+        "--token-file FILE or $EDGEPIPE_NAS_TOKEN (see edgepipe nas --help)\n")
+    res = CliRunner().invoke(main, ["nas", "r.yaml", "--chief", "--token", TOKEN])
+    assert res.exit_code == 2 and res.stderr == (
+        "error: No such option '--token'. (Did you mean one of: '--token-file', '--worker', "
+        "'--workers'?) (see edgepipe nas --help)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "t"]

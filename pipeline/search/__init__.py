@@ -87,17 +87,19 @@ def budget_spent(oracle) -> bool:
 
 def run_chief(spec: SearchSpec, project: Path, bind: str,
               local_workers: Callable[[str], Sequence[Any]] = lambda address: (),
-              remote_workers: bool = False, lease: float | None = None):
+              remote_workers: bool = False, lease: float | None = None,
+              token: str | None = None):
     """Serve the oracle at `bind`; `local_workers(address)` starts LocalWorkers on this host.
     A worker silent for `lease` seconds (default `distribute.lease_for()`) loses its trial to
-    the others. Returns the oracle once the search is over."""
+    the others; with a `token`, a call without it is refused. Returns the oracle once the
+    search is over."""
     from pipeline.search.distribute import Chief, lease_for
 
     oracle = open_oracle(spec, project)
     if budget_spent(oracle):
         log.info("[nas] the search's %d trials are done; no workers needed", oracle.max_trials)
         return oracle
-    chief = Chief(oracle, bind, lease=lease if lease is not None else lease_for())
+    chief = Chief(oracle, bind, lease=lease if lease is not None else lease_for(), token=token)
     try:
         if remote_workers:
             log.info("[nas] chief serving the search at %s:%d (workers: edgepipe nas RECIPE "
@@ -110,16 +112,17 @@ def run_chief(spec: SearchSpec, project: Path, bind: str,
 
 
 def run_worker(spec: SearchSpec, dataset, project: Path, address: str, tuner_id: str,
-               timeout: float = 60.0, heartbeat: float | None = None) -> list[str]:
+               timeout: float = 60.0, heartbeat: float | None = None,
+               token: str | None = None) -> list[str]:
     """Run trials for the chief at `address` until it says stop, telling it every `heartbeat`
-    seconds (default `distribute.HEARTBEAT_S`) that this worker lives. Returns the trial ids
-    run."""
+    seconds (default `distribute.HEARTBEAT_S`) that this worker lives; every call carries
+    `token` when given. Returns the trial ids run."""
     from pipeline.search import distribute as D
 
     os.environ.update(D.worker_env(address, tuner_id))  # keras-tuner's worker switch
     tuner = EdgeTuner(spec.new_oracle(), spec.settings, directory=project.parent,
                       project_name=project.name,
-                      remote=D.remote(address, tuner_id, timeout))
+                      remote=D.remote(address, tuner_id, timeout, token))
     D.check_same_search(tuner.oracle, space_lib.KEY, spec.key)
     log.info("[nas %s] connected to the chief at %s", tuner_id, address)
     with D.Heartbeat(tuner.oracle.stub, tuner_id, heartbeat or D.HEARTBEAT_S):

@@ -48,7 +48,43 @@ log = logging.getLogger("edgepipe")
 
 ENV_ID, ENV_IP, ENV_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
 TUNER_KEY = "edgepipe-tuner-bin"  # gRPC metadata naming the calling worker (-bin: any bytes)
+TOKEN_KEY = "edgepipe-token-bin"  # gRPC metadata: the search's shared token
+#: where chief and workers read the shared token when --token-file is not given (never a
+#: command-line value: any user of the machine can read process lists)
+TOKEN_ENV = "EDGEPIPE_NAS_TOKEN"
+MIN_TOKEN = 16  # characters: a token anyone could guess protects nothing
 HEARTBEAT_S = 10.0  # a worker proves it is alive this often during a search
+
+
+def read_token(token_file: str | os.PathLike | None) -> str | None:
+    """The shared token: the first line of `token_file`, else $EDGEPIPE_NAS_TOKEN, else None."""
+    if token_file is not None:
+        try:
+            text = Path(token_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--token-file {token_file}: cannot read it "
+                            f"({getattr(e, 'strerror', None) or type(e).__name__})") from None
+        token, where = (text.splitlines() or [""])[0].strip(), f"--token-file {token_file}"
+    elif os.environ.get(TOKEN_ENV) is not None:
+        token, where = os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
+    else:
+        return None
+    if len(token) < MIN_TOKEN:
+        raise UserError(f"{where}: the nas token has {len(token)} characters; use at least "
+                        f"{MIN_TOKEN} random ones (e.g. `openssl rand -hex 16 > token`)")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def lease_for(heartbeat: float = HEARTBEAT_S, timeout: float = 60.0) -> float:
@@ -85,10 +121,11 @@ class _Stub:
     """
 
     def __init__(self, address: str, timeout: float, call_timeout: float | None = None,
-                 tuner_id: str | None = None):
+                 tuner_id: str | None = None, token: str | None = None):
         self.address, self.timeout, self.answered = address, timeout, False
         self.call_timeout = call_timeout or max(600.0, 10 * timeout)
-        self.metadata = ((TUNER_KEY, tuner_id.encode()),) if tuner_id else ()
+        self.metadata = (((TUNER_KEY, tuner_id.encode()),) if tuner_id else ()) + (
+            ((TOKEN_KEY, token.encode()),) if token else ())
         self._channel = grpc.insecure_channel(address)
         self._stub = protos.get_service_grpc().OracleStub(self._channel)
 
@@ -134,6 +171,9 @@ class _Stub:
         code = e.code() if hasattr(e, "code") else None
         if code == grpc.StatusCode.UNAVAILABLE:
             return self._unreachable(call)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return ChiefUnreachable(f"the nas chief at {self.address} refused this worker: "
+                                    f"{e.details()}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ChiefUnreachable(f"the nas chief at {self.address} is connected but did not "
                                     f"reply to {call} within {self.call_timeout:g}s")
@@ -145,17 +185,18 @@ class _Stub:
 class RemoteOracle(oracle_client.OracleClient):
     """keras-tuner's OracleClient with a deadline on every call."""
 
-    def __init__(self, oracle, address: str, tuner_id: str, timeout: float):
+    def __init__(self, oracle, address: str, tuner_id: str, timeout: float,
+                 token: str | None = None):
         self._oracle = oracle
-        self.stub = _Stub(address, timeout, tuner_id=tuner_id)
+        self.stub = _Stub(address, timeout, tuner_id=tuner_id, token=token)
         self.tuner_id = tuner_id
         self.multi_worker = False
         self.should_report = True
 
 
-def remote(address: str, tuner_id: str, timeout: float) -> Callable:
+def remote(address: str, tuner_id: str, timeout: float, token: str | None = None) -> Callable:
     """For EdgeTuner(remote=...): wraps the tuner's local oracle into a RemoteOracle."""
-    return lambda oracle: RemoteOracle(oracle, address, tuner_id, timeout)
+    return lambda oracle: RemoteOracle(oracle, address, tuner_id, timeout, token)
 
 
 class Heartbeat:
@@ -223,6 +264,26 @@ def _caller(metadata) -> str | None:
     return None
 
 
+class _Token(grpc.ServerInterceptor):
+    """Refuses (UNAUTHENTICATED) every call that does not carry the search's shared token; runs
+    before anything else hears of the call. The comparison takes the same time for any guess."""
+
+    REFUSED = (f"a missing or wrong token; give workers the chief's token (--token-file FILE or "
+               f"${TOKEN_ENV})")
+
+    def __init__(self, token: str):
+        self.token = token.encode()
+
+    def intercept_service(self, continuation, details):
+        import hmac
+
+        given = next((v for k, v in details.invocation_metadata or () if k == TOKEN_KEY), b"")
+        if hmac.compare_digest(given if isinstance(given, bytes) else given.encode(), self.token):
+            return continuation(details)
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, self.REFUSED))
+
+
 class _Heard(grpc.ServerInterceptor):
     """When each worker was last heard from. Runs as a call arrives, on gRPC's polling thread
     (not the one busy server thread), so a chief that is thinking still hears heartbeats."""
@@ -280,10 +341,18 @@ def _unlocking(oracle, method: Callable) -> Callable:
 
 class Chief:
     """Serves `oracle` over gRPC at `bind` ("HOST:PORT"; port 0 picks a free one). A worker
-    silent for `lease` seconds is presumed gone (None: never)."""
+    silent for `lease` seconds is presumed gone (None: never). With a `token`, every call must
+    carry it; an address beyond loopback needs one (anyone reaching the port could drive the
+    search: keras-tuner's service has no authentication of its own)."""
 
-    def __init__(self, oracle, bind: str, lease: float | None = lease_for()):
+    def __init__(self, oracle, bind: str, lease: float | None = lease_for(),
+                 token: str | None = None):
         host, port = parse_address(bind)
+        if token is None and not is_loopback(host):
+            raise UserError(f"the nas chief would listen on {host}:{port}, beyond this machine, "
+                            f"without a token; give it one with --token-file FILE or "
+                            f"${TOKEN_ENV} (the same for every worker), or keep the default "
+                            f"loopback address")
         self.oracle, self.lease = oracle, lease
         self.heard = _Heard()
         self.servicer = _Servicer(oracle)
@@ -292,7 +361,7 @@ class Chief:
             setattr(self.servicer, name, _unlocking(oracle, getattr(self.servicer, name)))
         # no SO_REUSEPORT: a second chief on a busy port must fail, not share it silently
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
-                                  interceptors=[self.heard],
+                                  interceptors=([_Token(token)] if token else []) + [self.heard],
                                   options=[("grpc.so_reuseport", 0)])
         protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
         try:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class Distribution:
     workers: int = 0  # worker processes the chief starts on this host
     bind: str | None = None  # chief address for workers on other hosts ("HOST:PORT")
     timeout: float = 60.0  # workers: deadline of each call to the chief; chief: part of the lease
+    #: the shared secret every call to the chief must carry (workers on this host get it in
+    #: their environment); None: the chief makes one when all its workers are its own
+    token: str | None = field(default=None, repr=False)
 
 
 def resolved_constraints(recipe, cfg: NasConfig) -> dict[str, float | None]:
@@ -97,13 +101,13 @@ def check_data(cfg: NasConfig, input_shape) -> None:
         raise UserError(f"nas: space: {e}") from None
 
 
-def _local_workers(ctx, project: Path, count: int, timeout: float):
+def _local_workers(ctx, project: Path, count: int, timeout: float, token: str | None):
     """A function the chief calls with its address to start `count` workers on this host.
     They read the recipe from `<project>/recipe.yaml`, checked here to parse back into the
     chief's own recipe (same settings, same search key) before any worker starts."""
     from pipeline import recipe as recipes
     from pipeline.artifacts import atomic_write_text
-    from pipeline.search.distribute import LocalWorker, worker_env
+    from pipeline.search.distribute import TOKEN_ENV, LocalWorker, worker_env
 
     recipe_file = project / "recipe.yaml"
     text = ctx.recipe.to_yaml()
@@ -122,7 +126,8 @@ def _local_workers(ctx, project: Path, count: int, timeout: float):
                    "--stage", ctx.stage_dir, "--timeout", f"{timeout:g}",
                    "--threads", str(threads)]
             out.append(LocalWorker(tid, cmd, project / f"worker_{tid}.log",
-                                   worker_env(address, tid)))
+                                   {**worker_env(address, tid),
+                                    **({TOKEN_ENV: token} if token else {})}))
         return out
 
     return start
@@ -171,10 +176,13 @@ class Nas(Stage):
         if dist.workers or dist.bind:
             from pipeline.search.distribute import lease_for
 
+            # workers all started here: a fresh token keeps other users of this host out
+            token = dist.token or (None if dist.bind else secrets.token_hex(16))
             oracle = S.run_chief(spec, project, dist.bind or "127.0.0.1:0",
-                                 _local_workers(ctx, project, dist.workers, dist.timeout),
+                                 _local_workers(ctx, project, dist.workers, dist.timeout,
+                                                token),
                                  remote_workers=dist.bind is not None,
-                                 lease=lease_for(timeout=dist.timeout))
+                                 lease=lease_for(timeout=dist.timeout), token=token)
         else:
             oracle = S.run_local(spec, ds, project)
         seconds = time.time() - t0
