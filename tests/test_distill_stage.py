@@ -188,6 +188,8 @@ def test_teacher_and_student_with_too_few_classes_are_refused(tmp_path):
                 f"{tmp_path / 's5.keras'}}}, epochs: 1}}")
     with pytest.raises(UserError) as e:
         engine.run(r, tmp_path / "run")
-    assert str(e.value).startswith("the model output 'classifier' has 5 units but the dataset "
-                                   "has 10 classes")
+    assert str(e.value) == (
+        "the model output 'classifier' has 5 units but the dataset has 10 classes; "
+        "classification needs one softmax unit per class (also for 2 classes): use a model "
+        "built for this data, or task: regression")
     assert not list((tmp_path / "run").glob("0*"))

@@ -156,5 +156,6 @@ def test_unknown_and_unprunable_layer_names(base):
         M.apply_pruning(base, plan, layers=["flatten"])
     assert str(e.value) == ("Layer(s) flatten cannot be used for pruning; "
                             "candidates: stem, conv, fc, classifier")
-    with pytest.raises(UserError, match=r"Expected 0 < m < n in m_by_n. Received: m_by_n=\[4, 4\]"):
+    with pytest.raises(UserError, match=r"^Expected 0 < m < n in m_by_n\. Received: "
+                                        r"m_by_n=\[4, 4\]$"):
         M.apply_pruning(base, m_by_n=(4, 4))

@@ -157,13 +157,14 @@ def test_bad_data_or_model_fails_before_anything_is_written(cli, tmp_path, case)
         line = None
     else:
         inp = keras.Input((8, 8, 1))
-        out = keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2)(
+        out = keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2, name="double")(
             keras.layers.Flatten()(inp)))
         keras.Model(inp, out).save(tmp_path / "m.keras")
         text = text.replace("zoo: small_cnn\n  options: {filters: [4], dense: 16, dropout: 0.0}",
                             "path: m.keras")
-        line = ("m.keras carries Python code (a Lambda layer) and is refused in safe mode; load it "
-                "only if you trust it: pass --unsafe (recipe: unsafe: true)")
+        line = ("m.keras carries Python code (Lambda layer 'double') that would run when it is "
+                "loaded, and is refused; load it only if you trust it: pass --unsafe (recipe: "
+                "unsafe: true)")
     write_recipe(tmp_path, text)
     before = _tree(tmp_path)
     r = cli("run", "recipe.yaml", "--out", "run")

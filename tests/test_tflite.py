@@ -50,7 +50,8 @@ def test_unknown_mode_suggests():
 def test_not_a_tflite_file(tmp_path):
     p = tmp_path / "x.tflite"
     p.write_bytes(b"\0" * 64)
-    with pytest.raises(UserError, match=r"x.tflite is not a TFLite file \(no TFL3 identifier\)"):
+    with pytest.raises(UserError, match=r"^\S+/x\.tflite is not a TFLite file \(no TFL3 "
+                                        r"identifier\); give a \.tflite made by `edgepipe export`$"):
         tflite.check_file(p)
     with pytest.raises(UserError, match="^TFLite file not found"):
         tflite.check_file(tmp_path / "none.tflite")
