@@ -55,7 +55,7 @@ def test_recipe_yaml_syntax_error(cli, tmp_path):
     ("epochs: 3", "epochs: -1", "recipe.yaml:8: stages.0.train.epochs: Input should be greater "
      "than or equal to 0"),
     ("name: digits", "name: mnist", "recipe.yaml:3: dataset.name: unknown dataset 'mnist'; "
-     "expected one of: digits, image_dir, npz, tfds"),
+     "expected one of: diabetes, digits, image_dir, npz, tfds"),
 ])
 def test_bad_recipes(cli, tmp_path, old, new, start):
     write_recipe(tmp_path, TINY_RECIPE.replace(old, new))
@@ -106,7 +106,7 @@ def test_unknown_mode_and_dataset_on_export(cli, tmp_path):
                     "expected one of: fp32, dynamic, float16, int8, int16x8")
     _one_line_error(cli("export", "m.keras", "--data", "digts"),
                     "--data: unknown dataset 'digts' (did you mean \"digits\"?); expected one "
-                    "of: digits, image_dir, npz, tfds")
+                    "of: diabetes, digits, image_dir, npz, tfds")
     assert _files(tmp_path) == ["m.keras"]
 
 

@@ -73,13 +73,13 @@ def test_unknown_export_mode_suggests():
 def test_unknown_dataset_suggests():
     msg = _error(TINY_RECIPE.replace("name: digits", "name: digit"))
     assert msg == ("r.yaml:3: dataset.name: unknown dataset 'digit' (did you mean \"digits\"?); "
-                   "expected one of: digits, image_dir, npz, tfds")
+                   "expected one of: diabetes, digits, image_dir, npz, tfds")
 
 
 def test_unknown_zoo_model_and_option():
     assert _error(TINY_RECIPE.replace("zoo: small_cnn", "zoo: small_cn")) == (
         "r.yaml:5: model: unknown zoo model 'small_cn' (did you mean \"small_cnn\"?); expected "
-        "one of: small_cnn, mobilenet")
+        "one of: small_cnn, mobilenet, mlp, two_head_cnn, autoencoder")
     assert _error(TINY_RECIPE.replace("{filters:", "{filter:")) == (
         "r.yaml:5: model: unknown option 'filter' for zoo model small_cnn (did you mean "
         "\"filters\"?); expected: filters, dense, dropout")
