@@ -20,6 +20,8 @@ log = logging.getLogger("edgepipe")
 
 #: the `source` of what was made from the recipe's `model:` itself (no Keras model in the run yet)
 RECIPE_MODEL = "recipe:model"
+#: what a file converted from a Keras model inherits from it: the structure compression gave it
+CARRIED = ("sparsity", "channels", "unique_values", "clusters")
 
 
 @dataclass
@@ -103,6 +105,13 @@ class StageContext:
         """Where the model load_model() returned came from: an artifact's run path, or
         RECIPE_MODEL (the recipe's `model:`); None before load_model()."""
         return self._loaded_from
+
+    def carried_metrics(self) -> dict[str, Any]:
+        """The CARRIED metrics of the newest Keras model (what export and quantize convert),
+        plus its `source` (as `model_source`): a .tflite's record of what it was made from."""
+        art = self.latest_keras()
+        carried = {k: v for k, v in (art.metrics if art else {}).items() if k in CARRIED}
+        return {**carried, "source": self.model_source}
 
     def latest_keras_metrics(self) -> dict[str, Any]:
         art = self.latest_keras()

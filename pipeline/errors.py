@@ -50,3 +50,21 @@ def os_error_message(e: OSError) -> str | None:
         return None
     where = f"{e.filename}: " if e.filename else ""
     return f"{where}{e.strerror or os.strerror(e.errno)}; {hint}"
+
+
+# ----- one line from a pydantic error ----------------------------------------------------------
+def first_error(e) -> dict:
+    """The error of a pydantic ValidationError to report: an unknown key first (a typo, `hots:`,
+    also makes the key it meant "missing")."""
+    errs = e.errors()
+    return next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
+
+
+def pydantic_message(err: dict, known=()) -> str:
+    """One pydantic error as the text after "key: ": an unknown key with a did-you-mean among
+    `known`, a missing key, else pydantic's message without its "Value error, " prefix."""
+    if err["type"] == "extra_forbidden":
+        return f"unknown key{did_you_mean(err['loc'][-1], known)}"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return err["msg"].removeprefix("Value error, ")

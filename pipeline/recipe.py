@@ -9,12 +9,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.data import DatasetSpec
-from pipeline.errors import RecipeError, did_you_mean
+from pipeline.errors import RecipeError, pydantic_message
 from pipeline.models import ModelSpec
 from pipeline.tasks import TaskSpec
 from pipeline.config import StageConfig
 from pipeline.registry import STAGES, has_needed, how_to_make, stage_class, unknown_stage
-from pipeline.yamlfile import check_size, read_text
+from pipeline.yamlfile import check_size, read_text, yaml_line
 
 
 class Gates(BaseModel):
@@ -106,25 +106,6 @@ def _parse_stage(entry: Any) -> StageEntry:
 
 
 # --------------------------------------------------------------------------------------------
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
-    """Line (1-based) of the deepest YAML node reachable along a pydantic error location."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == key), None)
-            if nxt is None:
-                # an unknown key: point at the key itself
-                knode = next((k for k, _ in node.value if k.value == key), None)
-                return knode.start_mark.line + 1 if knode is not None else line
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
 def _validate_stages(data: dict[str, Any]) -> list[dict]:
     """Parse `stages` entry by entry so each error carries its own location; replaces the raw
     entries in `data` with the parsed ones. Returns pydantic-style error dicts."""
@@ -147,16 +128,11 @@ def _validate_stages(data: dict[str, Any]) -> list[dict]:
 
 def _format_error(err: dict, root: yaml.Node | None, source: str) -> str:
     loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-    line = _line_of(root, loc)
+    line = yaml_line(root, loc)
     where = f"{source}:{line}" if line else source
     key = ".".join(str(x) for x in loc) or "recipe"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        parent_fields = _fields_at(loc[:-1])
-        msg = f"unknown key{did_you_mean(loc[-1], parent_fields)}"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    return f"{where}: {key}: {msg}"
+    known = _fields_at(loc[:-1]) if err["type"] == "extra_forbidden" else ()
+    return f"{where}: {key}: {pydantic_message({**err, 'loc': loc}, known)}"
 
 
 def _fields_at(loc: tuple) -> list[str]:

@@ -134,6 +134,33 @@ def check_file(path: str | Path) -> Path:
     return p
 
 
+def kernel_sparsity(path: str | Path) -> tuple[dict[str, float], float]:
+    """({tensor: fraction of zeros} of the constant weight tensors of rank >= 2, the zero
+    fraction over all of them weighted by size), read from the flatbuffer's own buffers: what
+    the file actually stores."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32,
+              schema.TensorType.FLOAT16: np.float16}
+    tensors = [t for sg in model.subgraphs for t in sg.tensors]
+
+    def name(t) -> str:
+        return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+
+    out = {}
+    for t in tensors:
+        buf = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
+        if buf is None or t.type not in dtypes or t.shape is None or len(t.shape) < 2:
+            continue
+        out[name(t)] = round(float(np.mean(np.frombuffer(bytes(buf), dtype=dtypes[t.type]) == 0)), 6)
+    sizes = {name(t): int(np.prod(t.shape)) for t in tensors if name(t) in out}
+    total = sum(sizes.values())
+    overall = round(sum(out[n] * s for n, s in sizes.items()) / total, 6) if total else 0.0
+    return out, overall
+
+
 def op_counts(path: str | Path) -> dict[str, int]:
     """Operator name → count, read from the interpreter (XNNPACK off: a delegate would replace
     the ops it takes with one DELEGATE node)."""

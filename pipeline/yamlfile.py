@@ -48,3 +48,21 @@ def check_size(root: yaml.Node | None, source: str) -> None:
 
     if root is not None:
         size(root)
+
+
+def yaml_line(node, loc: tuple) -> int | None:
+    """Line (1-based) of the key path `loc` in a composed YAML document (`yaml.compose`): the line
+    of the deepest key (or list item) of `loc` that is there, else the document's first line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if str(k.value) == str(key)), None)
+        if found is None:
+            break
+        line, node = found[0].start_mark.line + 1, found[1]
+    return line

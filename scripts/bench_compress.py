@@ -141,9 +141,9 @@ def digits_part(args, tmp: Path) -> dict:
 
 
 def _overall_zeros(path: Path) -> float:
-    from pipeline.stages.quantize import tflite_kernel_sparsity, tflite_overall_sparsity
+    from pipeline.tflite import kernel_sparsity
 
-    return tflite_overall_sparsity(tflite_kernel_sparsity(path), path)
+    return kernel_sparsity(path)[1]
 
 
 # ----- MobileNetV2 -------------------------------------------------------------------------------

@@ -155,3 +155,15 @@ def test_cli_m_by_n(model_file, tmp_path):
 
     assert all(m_by_n_report(models.load_model(out)).values())
     assert np.isfinite(m["accuracy"])
+
+
+def test_export_and_quantize_carry_the_same_structure_of_their_model(tmp_path):
+    """Regression: export copied only sparsity and channels from the Keras model it converted,
+    quantize also unique_values and clusters, so a clustered model's export row lost them."""
+    r = _recipe("cluster: {clusters: 4, epochs: 0, layers: [fc]}", "export: {modes: [fp32]}",
+                "quantize: {mode: ptq_int8}")
+    _, cluster, export, quantize = engine.run(r, tmp_path / "run")
+    keras_m = cluster.artifacts[0].metrics
+    for tfl in (export.artifacts[0].metrics, quantize.artifacts[0].metrics):
+        assert tfl["unique_values"] == keras_m["unique_values"] and tfl["unique_values"]["fc"] <= 4
+        assert tfl["clusters"] == 4 and tfl["source"] == cluster.artifacts[0].path

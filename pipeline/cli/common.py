@@ -20,13 +20,34 @@ def load_data(data: str, size: tuple[int, int] | None = None, channels: int | No
         spec = {"name": "image_dir", "path": data}
     else:
         spec = {"name": data}
-    try:
-        spec = DatasetSpec(**spec, input_size=size, channels=channels)
-    except ValueError as e:
-        from pipeline.errors import UserError
-
-        raise UserError(f"--data: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    spec = validated(DatasetSpec, {**spec, "input_size": size, "channels": channels},
+                     {k: "--data" for k in DatasetSpec.model_fields})
     return load_dataset(spec, seed=seed)
+
+
+def validated(cls, settings: dict, options: dict[str, str]):
+    """`cls(**settings)` (a pydantic model: a stage config, a dataset spec); a bad value is one
+    UserError naming the option that set it (`options`: field -> option; default --field-name)."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import UserError, pydantic_message
+
+    try:
+        return cls(**settings)
+    except ValidationError as e:
+        err = e.errors()[0]
+        if not err["loc"]:  # a check across options
+            raise UserError(pydantic_message(err)) from None
+        key = str(err["loc"][0])
+        raise UserError(f"{options.get(key, '--' + key.replace('_', '-'))}: "
+                        f"{pydantic_message(err)}") from None
+
+
+def config_from_options(cls, options: dict, names: dict[str, str]):
+    """A stage config from the options the user gave (None, (), False: not given, so the stage's
+    defaults apply), validated as `validated` does."""
+    given = {k: v for k, v in options.items() if v is not None and v != () and v is not False}
+    return validated(cls, given, names)
 
 
 def dataset_for_model(data: str, model, seed: int = 0, task: str | None = None):

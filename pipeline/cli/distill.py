@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
-                                 keras_output_path, save_keras,
-                                 unsafe_option)
+                                 keras_output_path, save_keras, unsafe_option, validated)
 
 #: DistillConfig field -> the option that sets it, for error messages.
 _OPTION = {"student": "--student", "temperature": "--temperature", "alpha": "--alpha",
@@ -19,17 +18,9 @@ _OPTION = {"student": "--student", "temperature": "--temperature", "alpha": "--a
 
 
 def _config(**settings):
-    from pydantic import ValidationError
-
-    from pipeline.errors import UserError
     from pipeline.stages.distill import DistillConfig
 
-    try:
-        return DistillConfig(**settings)
-    except ValidationError as e:
-        err = e.errors()[0]
-        opt = _OPTION.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "options"
-        raise UserError(f"{opt}: {err['msg'].removeprefix('Value error, ')}") from None
+    return validated(DistillConfig, settings, _OPTION)
 
 
 def _student_spec(text: str):

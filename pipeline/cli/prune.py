@@ -7,27 +7,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
-                                 keras_output_path, save_keras, task_option, unsafe_option)
-
-
-def config_from_options(cls, options: dict, names: dict[str, str]):
-    """Validate the options the user gave (None = not given) into a stage config; a bad value is
-    one UserError naming the option."""
-    from pydantic import ValidationError
-
-    from pipeline.errors import UserError
-
-    given = {k: v for k, v in options.items() if v is not None and v != () and v is not False}
-    try:
-        return cls(**given)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if not err["loc"]:  # a check across options
-            raise UserError(msg) from None
-        key = str(err["loc"][0])
-        raise UserError(f"{names.get(key, '--' + key.replace('_', '-'))}: {msg}") from None
+from pipeline.cli.common import (config_from_options, data_option, dataset_for_model,
+                                 force_option, keras3_note, keras_output_path, save_keras,
+                                 task_option, unsafe_option)
 
 
 def _m_by_n(text: str | None):

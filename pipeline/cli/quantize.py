@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import (data_option, dataset_for_model, force_option, output_path,
-                                 task_option, unsafe_option)
-from pipeline.cli.prune import config_from_options
+from pipeline.cli.common import (config_from_options, data_option, dataset_for_model,
+                                 force_option, output_path, task_option, unsafe_option)
 
 
 @click.command()

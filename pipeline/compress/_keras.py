@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import tf_keras as keras
 
 from pipeline.errors import UserError, did_you_mean
 
 #: weights that hold a layer's "kernel" (what pruning, clustering and sparsity reports look at)
 KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+#: a model counts as pruned when this fraction of its kernel weights are exact zeros
+SPARSE_THRESHOLD = 0.10
 
 
 def require_graph_model(model, what: str) -> None:
@@ -51,6 +54,13 @@ def kernels(layer) -> list:
     """The kernel-like variables of a layer (unwrapping TF-MOT wrappers)."""
     inner = getattr(layer, "layer", layer)
     return [getattr(inner, a) for a in KERNEL_ATTRS if getattr(inner, a, None) is not None]
+
+
+def is_sparse(model) -> bool:
+    """At least SPARSE_THRESHOLD of the model's kernel weights are exact zeros (it was pruned)."""
+    ks = [np.asarray(k.numpy()) for layer in flat_layers(model) for k in kernels(layer)]
+    total = sum(k.size for k in ks)
+    return bool(total) and sum(k.size - np.count_nonzero(k) for k in ks) / total >= SPARSE_THRESHOLD
 
 
 def inner_name(layer) -> str:

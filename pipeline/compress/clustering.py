@@ -24,7 +24,6 @@ INITS = {
     "density_based": _ck.CentroidInitialization.DENSITY_BASED,
     "random": _ck.CentroidInitialization.RANDOM,
 }
-SPARSE_THRESHOLD = 0.10  # same rule as quantize.detect_preserve
 
 
 def clusterable_layers(model, clusters: int = 2) -> list[str]:
@@ -51,12 +50,6 @@ def _check(clusters, init) -> None:
                         f"expected one of: {', '.join(INITS)}")
 
 
-def _is_sparse(model) -> bool:
-    ks = [np.asarray(k.numpy()) for layer in K.flat_layers(model) for k in K.kernels(layer)]
-    total = sum(k.size for k in ks)
-    return bool(total) and bool(sum(k.size - np.count_nonzero(k) for k in ks) / total >= SPARSE_THRESHOLD)
-
-
 def apply_clustering(model, clusters: int, init: str = "kmeans_plus_plus", *,
                      preserve_sparsity: bool | str = "auto", layers: Iterable[str] | None = None,
                      skip: Iterable[str] = (), skip_first: bool = False,
@@ -68,7 +61,7 @@ def apply_clustering(model, clusters: int, init: str = "kmeans_plus_plus", *,
     """
     K.require_graph_model(model, "clustering")
     _check(clusters, init)
-    keep_zeros = _is_sparse(model) if preserve_sparsity == "auto" else bool(preserve_sparsity)
+    keep_zeros = K.is_sparse(model) if preserve_sparsity == "auto" else bool(preserve_sparsity)
     chosen = set(K.resolve_layers(model, clusterable_layers(model, clusters), layers, skip,
                                   what="clustering", skip_first=skip_first,
                                   skip_classifier=skip_classifier))

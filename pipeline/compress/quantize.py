@@ -22,8 +22,6 @@ from pipeline.compress import _keras as K
 from pipeline.errors import UserError, did_you_mean
 
 PRESERVE = ("auto", "none", "sparsity", "clusters", "clusters+sparsity")
-#: a model counts as pruned when this fraction of its kernel weights are exact zeros
-SPARSE_THRESHOLD = 0.10
 #: a model counts as clustered when every kernel of at least this many weights holds at most
 #: CLUSTERED_MAX_UNIQUE distinct nonzero values, each shared by two weights or more on average
 #: (a pruned kernel with few nonzeros left has few distinct values without being clustered)
@@ -89,9 +87,7 @@ def unsupported_layers(model) -> list[tuple[str, str]]:
 def detect_preserve(model) -> str:
     """'sparsity', 'clusters', 'clusters+sparsity' or 'none', from the kernel weights."""
     ks = [np.asarray(k.numpy()) for layer in K.flat_layers(model) for k in K.kernels(layer)]
-    total = sum(k.size for k in ks)
-    zeros = sum(k.size - np.count_nonzero(k) for k in ks)
-    sparse = bool(total) and zeros / total >= SPARSE_THRESHOLD
+    sparse = K.is_sparse(model)
     shared = []  # per big kernel with nonzeros: do its values repeat like cluster centroids?
     for k in ks:
         nz = k[k != 0]

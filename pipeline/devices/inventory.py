@@ -33,8 +33,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import UserError, did_you_mean
-from pipeline.yamlfile import check_size, read_text
+from pipeline.errors import UserError, did_you_mean, first_error, pydantic_message
+from pipeline.yamlfile import check_size, read_text, yaml_line
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RUNTIMES = ("tflite-runtime", "ai-edge-litert")
@@ -224,42 +224,21 @@ def load_inventory(path: str | os.PathLike | None = None) -> Inventory:
 
 
 def _format(p: Path, text: str, e: ValidationError, prefix: tuple) -> str:
-    errs = e.errors()
-    # an unknown key first: a typo (`hots:`) also makes the key it meant "missing"
-    err = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
+    err = first_error(e)
     loc = prefix + tuple(err["loc"])
-    key = ".".join(str(x) for x in loc)
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        allowed = list(Device.model_fields) if prefix else list(_File.model_fields)
-        msg = f"unknown key{did_you_mean(loc[-1], allowed)}"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    elif err["type"] != "value_error" and "input" in err:
+    allowed = list(Device.model_fields) if prefix else list(_File.model_fields)
+    msg = pydantic_message(err, allowed)
+    if err["type"] not in ("extra_forbidden", "missing", "value_error") and "input" in err:
         msg = f"{msg}. Received: {loc[-1]}={err['input']!r}"
-    return f"{p}{_line(text, loc)}: {key}: {msg}"
+    return f"{p}{_line(text, loc)}: {'.'.join(str(x) for x in loc)}: {msg}"
 
 
 def _line(text: str, loc: tuple) -> str:
     """':N' for the YAML line of the key path `loc`, or '' when it cannot be found."""
     try:
-        node = yaml.compose(text)
+        line = yaml_line(yaml.compose(text), loc)
     except yaml.YAMLError:
         return ""
-    line = None
-    for key in loc:
-        if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-            continue
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for k, v in node.value:
-            if str(k.value) == str(key):
-                line, node = k.start_mark.line + 1, v
-                break
-        else:
-            break
     return f":{line}" if line else ""
 
 

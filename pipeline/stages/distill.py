@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator
 
 from pipeline import models
-from pipeline.errors import UserError, did_you_mean
+from pipeline.errors import UserError, did_you_mean, pydantic_message
 from pipeline.models import ModelSpec
 from pipeline.registry import stage_class
 from pipeline.stages.base import Stage, StageResult
@@ -51,7 +51,7 @@ class DistillConfig(FitConfig):
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             if err["type"] == "value_error":
-                raise ValueError(err["msg"].removeprefix("Value error, ")) from None
+                raise ValueError(pydantic_message(err)) from None
             raise ValueError(f"{where + ': ' if where else ''}{err['msg']}; expected a zoo spec "
                              f"like the recipe's model:, a model file path, or nas") from None
 

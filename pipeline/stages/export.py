@@ -48,10 +48,8 @@ class Export(Stage):
     def run(self, ctx, cfg: ExportConfig) -> StageResult:
         ds = ctx.dataset()
         model = ctx.load_model(layers=False)
-        source = ctx.latest_keras()
         reference = tasks.predict(model, ds.x_test)
-        carried = {k: v for k, v in (source.metrics if source else {}).items()
-                   if k in ("sparsity", "channels")}
+        carried = ctx.carried_metrics()
         arts, breaches = [], []
         for mode in cfg.modes:
             suffix = "_sparse" if cfg.sparse else ""
@@ -59,7 +57,6 @@ class Export(Stage):
             m = tflite.export(model, ctx.out_dir / fname, mode, ds, sparse=cfg.sparse,
                               reference=reference, io=cfg.io)
             m.update(carried)
-            m["source"] = ctx.model_source
             ctx.log("[export] %-8s %s  %d bytes (gzip %d)", mode, log_metric(m),
                     m["size_bytes"], m["gzip_bytes"])
             breaches += gates.check_accuracy(ctx.recipe.gates, fname, m)

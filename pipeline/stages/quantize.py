@@ -88,42 +88,6 @@ class QuantizeConfig(FitConfig):
         return self
 
 
-def tflite_kernel_sparsity(path: str | Path) -> dict[str, float]:
-    """{tensor: fraction of zeros} of the constant weight tensors of rank >= 2 in a .tflite,
-    read from the flatbuffer's own buffers (what is actually stored in the file)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
-    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32,
-              schema.TensorType.FLOAT16: np.float16}
-    out = {}
-    for sg in model.subgraphs:
-        for t in sg.tensors:
-            buf = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
-            if buf is None or t.type not in dtypes or t.shape is None or len(t.shape) < 2:
-                continue
-            a = np.frombuffer(bytes(buf), dtype=dtypes[t.type])
-            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-            out[name] = round(float(np.mean(a == 0)), 6)
-    return out
-
-
-def tflite_overall_sparsity(sparsity: dict[str, float], path: str | Path) -> float:
-    """Zero fraction over all the kernels listed (weighted by size)."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
-    sizes = {}
-    for sg in model.subgraphs:
-        for t in sg.tensors:
-            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-            if name in sparsity:
-                sizes[name] = int(np.prod(t.shape))
-    total = sum(sizes.values())
-    return round(sum(sparsity[n] * s for n, s in sizes.items()) / total, 6) if total else 0.0
-
-
 def qat_model(model, ds, cfg: QuantizeConfig, seed: int = 0, calibration=None
               ) -> tuple[Any, dict[str, Any]]:
     """TF-MOT quantization-aware training of `model` on `ds`: wrap (activation ranges started
@@ -171,9 +135,7 @@ def quantize_model(model, ds, cfg: QuantizeConfig, dest: str | Path, seed: int =
     def check(path: Path, fm: dict[str, Any]) -> None:
         fm.update(params=params, nonzero_params=nonzero)
         if mode in ("int8", "int16x8"):
-            ks = tflite_kernel_sparsity(path)
-            fm["tflite_sparsity"] = ks
-            fm["tflite_overall_sparsity"] = tflite_overall_sparsity(ks, path)
+            fm["tflite_sparsity"], fm["tflite_overall_sparsity"] = tflite.kernel_sparsity(path)
         label = Path(dest).name
         breaches = []
         drop = fm.get("accuracy_drop")
@@ -206,14 +168,10 @@ class Quantize(Stage):
     def run(self, ctx, cfg: QuantizeConfig) -> StageResult:
         ds = ctx.dataset()
         model = ctx.load_model(layers=cfg.mode == "qat")
-        source = ctx.latest_keras()
         fname = f"model_{cfg.mode}.tflite"
         m = quantize_model(model, ds, cfg, ctx.out_dir / fname, seed=ctx.seed,
                            gates=ctx.recipe.gates)
-        carried = {k: v for k, v in (source.metrics if source else {}).items()
-                   if k in ("sparsity", "channels", "unique_values", "clusters")}
-        m.update(carried)
-        m["source"] = ctx.model_source
+        m.update(ctx.carried_metrics())
         from pipeline.stages.export import log_metric
 
         ctx.log("[quantize] %s: %s, %d bytes (gzip %d)%s", cfg.mode, log_metric(m),
