@@ -1,5 +1,5 @@
-"""The base of every settings model. Outside `pipeline.stages` so that modules the stages use
-(`pipeline.training`) can import it without importing the stage registry."""
+"""The base of every settings model: a leaf that the recipe, `pipeline.training` (FitConfig)
+and every stage's Config import."""
 
 from pydantic import BaseModel, ConfigDict
 

@@ -268,6 +268,8 @@ def _split(x, y, frac, rng):
 
 
 def load_dataset(spec: DatasetSpec | str | dict, seed: int = 0) -> Dataset:
+    """The dataset a spec names ("digits", {"name": "npz", "path": ...}), split train / val /
+    test with `seed`."""
     if isinstance(spec, str):
         spec = DatasetSpec(name=spec)
     elif isinstance(spec, dict):

@@ -147,6 +147,7 @@ def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of `x` whose argmax prediction is the label `y`."""
     return float(np.mean(np.argmax(predict(model, x), axis=-1) == y))
 
 

@@ -47,6 +47,9 @@ class StageEntry(BaseModel):
 
 
 class Recipe(BaseModel):
+    """A validated recipe: name, seed, dataset, model, stages (each a name and its Config),
+    gates, devices. Made by `load` / `parse`."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name; runs/<name>/ by default")
@@ -151,6 +154,7 @@ def _fields_at(loc: tuple) -> list[str]:
 
 
 def parse(text: str, source: str = "<recipe>") -> Recipe:
+    """Recipe YAML text → a validated Recipe. RecipeError names `source`:line and the key."""
     try:
         root = yaml.compose(text)
         check_size(root, source)
@@ -227,7 +231,8 @@ def _check_order(recipe: Recipe, root: yaml.Node | None, source: str) -> None:
 
 
 def load(path: str | Path) -> Recipe:
-    """Parse a recipe file; its relative paths are relative to the file's folder."""
+    """The recipe file at `path`, parsed and validated (see `parse`); its relative paths are
+    relative to the file's folder."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe file not found: {p}")

@@ -25,3 +25,20 @@ def test_the_stage_table_is_one_table_naming_every_stage():
     assert table.count("\n") + 1 == len(rows)
     named = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
     assert sorted(named) == sorted(STAGES)
+
+
+def test_the_python_example_uses_only_the_public_api():
+    """The README's Python example imports `pipeline.api` and nothing else, and every name it
+    uses from there is one the API exports."""
+    import ast
+
+    from pipeline import api
+
+    (block,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    tree = ast.parse(block)
+    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert [(n.module, [a.name for a in n.names]) for n in imports] == [("pipeline", ["api"])]
+    used = {n.attr for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "api"}
+    assert used and used <= set(api.__all__), used - set(api.__all__)
+    assert all(getattr(api, name).__doc__ for name in api.__all__)

@@ -60,7 +60,8 @@ def is_sparse(model) -> bool:
     """At least SPARSE_THRESHOLD of the model's kernel weights are exact zeros (it was pruned)."""
     ks = [np.asarray(k.numpy()) for layer in flat_layers(model) for k in kernels(layer)]
     total = sum(k.size for k in ks)
-    return bool(total) and sum(k.size - np.count_nonzero(k) for k in ks) / total >= SPARSE_THRESHOLD
+    return bool(total) and bool(sum(k.size - np.count_nonzero(k) for k in ks) / total
+                                >= SPARSE_THRESHOLD)
 
 
 def inner_name(layer) -> str:

@@ -19,6 +19,8 @@ INITS = ("kmeans_plus_plus", "linear", "density_based", "random")
 
 
 class ClusterConfig(FitConfig):
+    """`cluster:` settings: clusters per kernel, init, which layers, and the fine-tuning."""
+
     clusters: int = Field(16, description="number of shared values per kernel (>= 2)")
     init: str = Field("kmeans_plus_plus", description=" | ".join(INITS))
     preserve_sparsity: Union[Literal["auto"], bool] = Field(

@@ -26,6 +26,9 @@ from pipeline.training import FitConfig, fit, optimizer
 
 
 class DistillConfig(FitConfig):
+    """`distill:` settings: student, teacher, temperature, alpha, feature pairs, and the
+    training (FitConfig's fields)."""
+
     student: Union[Literal["nas"], ModelSpec] = Field(
         union_mode="left_to_right",
         description="zoo spec (like `model:`), a model file path, or `nas` (its best model)")

@@ -16,6 +16,9 @@ from pipeline.training import FitConfig
 
 
 class LowRankConfig(FitConfig):
+    """`lowrank:` settings: rank, ratio or energy (one of them), which layers, and the
+    fine-tuning."""
+
     rank: int | None = Field(None, description="fixed rank (> 0)")
     ratio: float | None = Field(None, description="rank as a fraction of the full rank, (0, 1]")
     energy: float | None = Field(None, description="keep this fraction of the energy, (0, 1]")

@@ -36,6 +36,9 @@ _TFMOT = {"layers": ("magnitude", "m_by_n"), "skip": ("magnitude", "m_by_n"),
 
 
 class PruneConfig(FitConfig):
+    """`prune:` settings: the method (magnitude | m_by_n | channels), its own settings (giving
+    another method's is an error), and the fine-tuning (FitConfig's fields)."""
+
     method: str = Field("magnitude", description="magnitude | m_by_n | channels")
     # magnitude
     sparsity: float = Field(0.5, description="target fraction of zero weights, in [0, 1)")

@@ -32,6 +32,9 @@ PRESERVE = ("auto", "none", "sparsity", "clusters", "clusters+sparsity")
 
 
 class QuantizeConfig(FitConfig):
+    """`quantize:` settings: the mode (ptq_* or qat), calibration, the accuracy budget; the
+    fine-tuning fields apply to qat only."""
+
     mode: str = Field("ptq_int8", description=" | ".join(MODES))
     calibration: int | None = Field(
         None, description="samples for int8/int16x8 calibration (null: the dataset's "
