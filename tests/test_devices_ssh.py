@@ -479,3 +479,41 @@ def test_latency_table_on_a_board_in_batches_resumes_after_the_board_dies(lab, r
     assert "(2 measured now, 4 in the table)" in r.output
     assert sum(c.startswith("copying") for c in commands) == 2  # the 2 ops left, then the model
     assert not any(c.startswith("checking") for c in commands)  # no per-file round trips
+
+
+@pytest.mark.slow
+def test_recipe_exports_a_two_input_two_output_model_and_verifies_it_on_the_board(lab, ready,
+                                                                                  tmp_path):
+    """The export stage of a recipe on a two-input, two-head model (npz with x_*__<input> and
+    y_*__<output>): its fp32 and int8 files are verified on the board, every head by name."""
+    from pipeline import engine, recipe
+    from tests.helpers import multi_io_data, multi_io_model
+
+    model_path = tmp_path / "two.keras"
+    multi_io_model().save(model_path)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 64), ("test", 24)):
+        x = multi_io_data(n, seed=n)
+        arrays.update({f"x_{split}__image": x["image"], f"x_{split}__meta": x["meta"],
+                       f"y_{split}__klass": rng.integers(0, 4, n),
+                       f"y_{split}__value": rng.normal(size=(n, 2)).astype(np.float32)})
+    np.savez(tmp_path / "two.npz", **arrays)
+    text = (f"name: two\nseed: 0\ndataset: {{name: npz, path: {tmp_path / 'two.npz'}, "
+            f"calibration_size: 32}}\nmodel: {{path: {model_path}}}\n"
+            "task: {outputs: {klass: classification, value: regression}}\n"
+            f"devices: {lab['inv']}\nstages:\n  - export: {{modes: [fp32, int8]}}\n"
+            "  - profile: {min_runs: 5, min_seconds: 0.0, warmup: 1, verify_samples: 8, "
+            "targets: [a]}\n")
+    records = engine.run(recipe.parse(text), tmp_path / "run", recipe_text=text)
+    lat = records[-1].metrics["latency_ms"]
+    assert set(lat) == {"01_export/model_fp32.tflite", "01_export/model_int8.tflite"}
+    for path, per_target in lat.items():
+        v = per_target["a"]["verify"]
+        assert v["passed"] is True and v["n"] == 8 and set(v["outputs"]) == {"klass", "value"}
+        assert v["mode"] == path.rsplit("_", 1)[1].removesuffix(".tflite")
+        assert v["outputs"]["klass"]["argmax_agreement"] == 1.0
+        assert v["outputs"]["value"]["argmax_agreement"] is None
+        with np.load(records[-1].dir / "golden" / (path.replace("/", "__") + ".npz")) as g:
+            assert sorted(g.files) == ["inputs__image", "inputs__meta", "outputs__klass",
+                                       "outputs__value", "quantization"]

@@ -290,6 +290,25 @@ def test_golden_cli_shape_that_cannot_fit(made, tmp_path):
 
 
 @pytest.mark.slow
+def test_golden_cli_multi_input_npz(made, tmp_path):
+    """`edgepipe golden` of a two-input file with an x-only npz of one array per input."""
+    d = made["data"]
+    np.savez(tmp_path / "two.npz", x__image=d["image"], x__meta=d["meta"])
+    out = tmp_path / "g.npz"
+    path = made["dir"] / "multi.tflite"
+    r = CliRunner().invoke(main, ["golden", str(path), "--data", str(tmp_path / "two.npz"),
+                                  "--samples", "5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    g = golden.read_golden(out)
+    assert {k: v.shape for k, v in g["inputs"].items()} == {"image": (5, 6), "meta": (5, 3)}
+    assert set(g["outputs"]) == {"klass", "value"}
+    first = g["inputs"]["image"][0]  # the inputs of one sample stay together
+    rows = [i for i in range(len(d["image"])) if np.array_equal(d["image"][i], first)]
+    assert len(rows) == 1 and np.array_equal(d["meta"][rows[0]], g["inputs"]["meta"][0])
+    assert verify.verify(path, out)["passed"]
+
+
+@pytest.mark.slow
 def test_golden_cli_multi_input_needs_named_data(made, tmp_path):
     path = made["dir"] / "multi.tflite"
     r = CliRunner().invoke(main, ["golden", str(path), "--out", str(tmp_path / "g.npz")])
