@@ -130,3 +130,13 @@ def test_random_member_is_a_member_of_the_nas_space():
 
     model, opts = random_member(np.random.default_rng(0), (32, 32, 3), 10)
     assert model.output_shape == (None, 10) and "width" in opts
+
+
+def test_random_members_of_the_nas_family_differ_and_are_seeded():
+    from pipeline.latency import random_member
+
+    a = [random_member(np.random.default_rng(3), (16, 16, 3), 10)[1] for _ in range(2)]
+    assert a[0] == a[1] and 0.25 <= a[0]["width"] <= 1.0 and len(a[0]["blocks"]) == 4
+    rng = np.random.default_rng(0)
+    opts = [random_member(rng, (16, 16, 3), 10)[1] for _ in range(3)]
+    assert len({str(o) for o in opts}) == 3
