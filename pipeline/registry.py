@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "cluster": "pipeline.stages.cluster:Cluster",
     "lowrank": "pipeline.stages.lowrank:LowRank",
     "nas": "pipeline.stages.nas:Nas",
+    "adapt": "pipeline.stages.adapt:Adapt",
 }
 
 

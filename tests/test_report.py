@@ -182,11 +182,11 @@ def test_per_layer_channels_and_sparsity_reach_markdown_and_html():
     carried = {**_row("07_export", "fp32", 1.0, 800), "sparsity": {"conv0": 0.0, "fc": 0.8}}
     report = {"recipe": {"name": "t"}, "plots": [], "artifacts": [pruned, sparse, carried]}
     md = markdown(report)
-    assert ("## Per layer (prune, cluster)\n\n"
+    assert ("## Per layer (prune, cluster, adapt)\n\n"
             "- 03_prune/model.keras output channels: conv0 16→8, classifier 10\n"
             "- 05_prune/model.keras zero weights: conv0 0.0%, fc 80.0%\n") in md
     page = html_page(report, None)
-    assert ("<h2>Per layer (prune, cluster)</h2><ul><li>03_prune/model.keras output channels: "
+    assert ("<h2>Per layer (prune, cluster, adapt)</h2><ul><li>03_prune/model.keras output channels: "
             "conv0 16→8, classifier 10</li><li>05_prune/model.keras zero weights: conv0 0.0%, "
             "fc 80.0%</li></ul>") in page
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pipeline.cli.quantize",
     "pipeline.cli.nas",
     "pipeline.cli.latency",
+    "pipeline.cli.adapt",
 )
 
 

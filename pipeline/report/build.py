@@ -172,7 +172,7 @@ def notes(rows: list[dict[str, Any]], task: dict[str, Any] | None = None) -> lis
 
 
 def layer_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Per-layer results of prune / cluster stages, one line per Keras model that has them."""
+    """Per-layer results of prune / cluster / adapt stages (and adapt's budget), per Keras model."""
     out = []
     for r in rows:
         if r["format"] != "keras":
@@ -182,6 +182,11 @@ def layer_lines(rows: list[dict[str, Any]]) -> list[str]:
                 f"{c['layer']} {c['out_before']}" + (f"→{c['out_after']}"
                                                      if c["out_after"] != c["out_before"] else "")
                 for c in r["channels"] if c.get("type") != "BatchNormalization"))
+        if r.get("adapt_budget"):
+            b = r["adapt_budget"]
+            out.append(f"{r['path']} latency budget on {b['target']}: {b['budget']}, "
+                       f"{'met' if b['budget_met'] else 'MISSED'} ({b['final_ms']:.4g} ms "
+                       f"measured)")
         if r.get("sparsity"):
             out.append(f"{r['path']} zero weights: " + ", ".join(
                 f"{k} {v:.1%}" for k, v in r["sparsity"].items()))

@@ -58,7 +58,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Where compression did not pay off", ""] + [f"- {n}" for n in ns]
     ls = layer_lines(report["artifacts"])
     if ls:
-        lines += ["", "## Per layer (prune, cluster)", ""] + [f"- {x}" for x in ls]
+        lines += ["", "## Per layer (prune, cluster, adapt)", ""] + [f"- {x}" for x in ls]
     ws = measurement_warnings(report["artifacts"])
     if ws:
         lines += ["", "## Measurement warnings", "", "edge-runner flagged these latencies as less "
@@ -142,7 +142,7 @@ Ratios are against the first fp32 .tflite; the notes also compare each quantized
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
-{f'<h2>Per layer (prune, cluster)</h2><ul>{ls}</ul>' if ls else ''}
+{f'<h2>Per layer (prune, cluster, adapt)</h2><ul>{ls}</ul>' if ls else ''}
 {f'<h2>Measurement warnings</h2><ul>{ws}</ul>' if ws else ''}
 <h2>Accuracy against latency and size</h2>{img}
 {_stage_plots(report, run_dir)}

@@ -1,0 +1,72 @@
+"""`edgepipe adapt MODEL --max-latency-ms X | --latency-ratio R`: NetAdapt to a latency budget
+measured on a target, without a recipe (the `adapt` stage's loop)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@data_option
+@click.option("--target", help="host (default) | a device of the inventory")
+@click.option("--max-latency-ms", type=float, help="budget in ms, measured on the target")
+@click.option("--latency-ratio", type=float,
+              help="budget as a share of MODEL's own latency, measured side by side")
+@click.option("--max-accuracy-drop", type=float, help="validation accuracy allowed to go (0.02)")
+@click.option("--quantization", multiple=True, help="modes to choose from: fp32 float16 int8 qat "
+              "(default: fp32 float16 int8)")
+@click.option("--max-iterations", type=int)
+@click.option("--short-epochs", type=int, help="fine-tuning of each proposal (1)")
+@click.option("--epochs", type=int, help="final fine-tuning epochs (10)")
+@click.option("--batch-size", type=int)
+@click.option("--learning-rate", type=float)
+@click.option("--criterion", help="channel importance: l1 | l2 | bn_scale | mean_activation | apoz")
+@click.option("--round-to", type=int, help="kept channel counts are multiples of this (8)")
+@click.option("--min-channels", type=int, help="no group below this many channels (8)")
+@click.option("--table", type=click.Path(dir_okay=False), help="latency table file")
+@click.option("--devices", type=click.Path(dir_okay=False), help="device inventory")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="adapted .keras (default: MODEL's name + _adapted.keras beside it); the chosen "
+                   ".tflite and an <out>.adapt/ folder (checkpoints: a re-run resumes) go beside it")
+@click.option("--seed", default=0, show_default=True, type=int)
+@unsafe_option
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_drop,
+          quantization, max_iterations, short_epochs, epochs, batch_size, learning_rate, criterion,
+          round_to, min_channels, table, devices, out, seed, unsafe, as_json) -> None:
+    """Prune MODEL's channels until its latency measured on TARGET meets the budget."""
+    from pipeline import models, tflite
+    from pipeline.cli.prune import config_from_options
+    from pipeline.stages.adapt import QUANT, AdaptConfig, adapt_model
+
+    cfg = config_from_options(AdaptConfig, dict(
+        target=target, max_latency_ms=max_latency_ms, latency_ratio=latency_ratio,
+        max_accuracy_drop=max_accuracy_drop, quantization=list(quantization) or None,
+        max_iterations=max_iterations, short_epochs=short_epochs, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, criterion=criterion,
+        round_to=round_to, min_channels=min_channels, table=table), {})
+    model = models.load_model(model_path, unsafe=unsafe)
+    ds = dataset_for_model(data, model, seed=seed)
+    dest = Path(out) if out else Path(model_path).with_name(f"{Path(model_path).stem}_adapted.keras")
+    res = adapt_model(model, ds, cfg, dest.with_suffix(".adapt"), seed=seed, devices=devices,
+                      say=click.echo)
+    m = res["metrics"]
+    models.save_model(res["model"], dest)
+    tfl = dest.with_name(f"{dest.stem}_{res['mode']}.tflite")
+    tm = tflite.export(res["export_model"], tfl, QUANT[res["mode"]], ds)
+    m.update(path=str(dest), tflite=str(tfl), test_accuracy=tm["accuracy"])
+    if as_json:
+        click.echo(json.dumps(m, indent=2, default=float))
+        return
+    click.echo(f"{dest}: {m['start_ms']:.4g} -> {m['final_ms']:.4g} ms on {m['target']} "
+               f"(budget {m['budget']}: met), {len(m['iterations'])} iterations; {tfl} "
+               f"({res['mode']}) test accuracy {tm['accuracy']:.4f}")
+
+
+commands = [adapt]
