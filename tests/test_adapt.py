@@ -78,6 +78,7 @@ def test_cli_without_a_budget_is_one_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
 
 
+@pytest.mark.slow
 def test_killed_adapt_resumes_and_an_unmeetable_budget_names_the_closest(tmp_path):
     """SIGKILL once the first iteration is checkpointed; the re-run resumes after it and ends
     with the closest latency reached (the budget is out of reach), kept in the run folder."""
@@ -110,12 +111,13 @@ def test_killed_adapt_resumes_and_an_unmeetable_budget_names_the_closest(tmp_pat
     assert f"[adapt] iteration {len(done)}:" not in r.output  # not redone
     last = r.output.strip().splitlines()[-1]
     rows = json.loads(state.read_text())["iterations"]
-    assert len(rows) == len(done) + 1
+    assert rows[:len(done)] == done and len(rows) in (len(done), len(done) + 1)
     best = min(rows, key=lambda x: x["ms"] / x["base_ms"])
     kept = tmp_path / "a.adapt" / best["model"]
     assert kept.is_file()
     assert re.fullmatch(
-        r"error: adapt: the budget 1e-05 ms on host cannot be met \(max_iterations reached\): "
+        r"error: adapt: the budget 1e-05 ms on host cannot be met \((max_iterations reached|no "
+        r"channel group can shrink further)\): "
         rf"closest {best['ms']:.4g} ms measured \({best['ms'] / best['base_ms']:.2f} x the "
         rf"start\) at validation accuracy {best['val_accuracy']:.4f}; that model is kept in "
         rf"{re.escape(str(kept))}; raise the budget or lower min_channels", last), last

@@ -127,6 +127,7 @@ stages:
   - distill: {student: {zoo: small_cnn}, feature_pairs: [[a, b]]}
   - export: {modes: [fp32]}
   - nas: {space: {kernel: 3, width: [0.25, 0.5]}, constraints: {max_params: 1000}}
+  - adapt: {latency_ratio: 0.5, quantization: [fp32, qat], table: t.json}
   - profile
   - report
 """

@@ -332,7 +332,7 @@ def plot_png(metrics: dict) -> bytes:
     ax2 = ax.twinx()
     ax2.plot(x, [r["val_accuracy"] for r in rows], "s-", color="tab:green", label="val accuracy")
     ax2.set_ylabel("validation accuracy")
-    fig.legend(loc="upper right", fontsize=8)
+    fig.legend(loc="lower left", fontsize=8)
     ax.set_title(f"adapt: {metrics['start_ms']:.3g} -> {metrics['final_ms']:.3g} ms "
                  f"({metrics['mode']})", fontsize=9)
     fig.tight_layout()
