@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
+from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
+                                 keras_output_path, output_path, save_keras, unsafe_option)
 
 
 @click.command()
@@ -35,11 +36,12 @@ from pipeline.cli.common import data_option, dataset_for_model, unsafe_option
               help="adapted .keras (default: MODEL's name + _adapted.keras beside it); the chosen "
                    ".tflite and an <out>.adapt/ folder (checkpoints: a re-run resumes) go beside it")
 @click.option("--seed", default=0, show_default=True, type=int)
+@force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_drop,
           quantization, max_iterations, short_epochs, epochs, batch_size, learning_rate, criterion,
-          round_to, min_channels, table, devices, out, seed, unsafe, as_json) -> None:
+          round_to, min_channels, table, devices, out, seed, force, unsafe, as_json) -> None:
     """Prune MODEL's channels until its latency measured on TARGET meets the budget."""
     from pipeline import models, tflite
     from pipeline.cli.prune import config_from_options
@@ -51,14 +53,20 @@ def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_
         max_iterations=max_iterations, short_epochs=short_epochs, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, criterion=criterion,
         round_to=round_to, min_channels=min_channels, table=table), {})
+    from pipeline.modelio.graph import require_layers
+    from pipeline.tasks import require_classification
+
+    dest = keras_output_path(out, Path(model_path).with_name(
+        f"{Path(model_path).stem}_adapted.keras"), force)
     model = models.load_model(model_path, unsafe=unsafe)
+    require_layers(model, "adapt")
     ds = dataset_for_model(data, model, seed=seed)
-    dest = Path(out) if out else Path(model_path).with_name(f"{Path(model_path).stem}_adapted.keras")
+    require_classification(None, ds, "adapt")
     res = adapt_model(model, ds, cfg, dest.with_suffix(".adapt"), seed=seed, devices=devices,
                       say=click.echo)
     m = res["metrics"]
-    models.save_model(res["model"], dest)
-    tfl = dest.with_name(f"{dest.stem}_{res['mode']}.tflite")
+    m.update(save_keras(res["model"], dest, ds.x_test))
+    tfl = output_path(None, dest.with_name(f"{dest.stem}_{res['mode']}.tflite"), force)
     tm = tflite.export(res["export_model"], tfl, QUANT[res["mode"]], ds)
     m.update(path=str(dest), tflite=str(tfl), test_accuracy=tm["accuracy"])
     if as_json:
@@ -66,7 +74,7 @@ def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_
         return
     click.echo(f"{dest}: {m['start_ms']:.4g} -> {m['final_ms']:.4g} ms on {m['target']} "
                f"(budget {m['budget']}: met), {len(m['iterations'])} iterations; {tfl} "
-               f"({res['mode']}) test accuracy {tm['accuracy']:.4f}")
+               f"({res['mode']}) test accuracy {tm['accuracy']:.4f}{keras3_note(m)}")
 
 
 commands = [adapt]

@@ -362,7 +362,10 @@ class Adapt(Stage):
         from pipeline.artifacts import atomic_write_bytes, sha256_file
         from pipeline.compress.channels import channel_report
 
+        from pipeline.tasks import require_classification
+
         ds = ctx.dataset()
+        require_classification(ctx.recipe.task, ds, "adapt")
         model = ctx.load_model()
         src = ctx.latest_keras()
         key = _key(sha256_file(ctx.path(src)) if src else "recipe:model", cfg,
