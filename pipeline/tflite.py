@@ -182,26 +182,21 @@ def predict(path: str | Path, x: np.ndarray | dict, threads: int = 2):
 def predict_outputs(path: str | Path, x, output_names: list[str], threads: int = 2
                     ) -> list[np.ndarray]:
     """Float outputs of a .tflite on inputs `x` (one array, or {input name: array}), a list in
-    the Keras model's output order: several inputs/outputs go through the file's signature,
-    whose keys are the Keras input and output names."""
-    from edge_runner.backends import dequantize, load, quantize
+    the Keras model's output order: the file's signature names (edge_runner's Runner
+    input_names/output_names) are the Keras input and output names."""
+    from edge_runner.backends import load
 
     runner = load(path, threads=threads)
     if not isinstance(x, dict) and len(output_names) == 1:
         return [np.asarray(runner.predict(x))]
-    sig = runner.interpreter.get_signature_runner()
-    ins, outs = sig.get_input_details(), sig.get_output_details()
-    xs = x if isinstance(x, dict) else {next(iter(ins)): x}
+    xs = x if isinstance(x, dict) else {runner.input_names[0]: x}
+    ins, outs = runner.input_names, runner.output_names
     if sorted(xs) != sorted(ins) or sorted(output_names) != sorted(outs):
         raise ExportError(f"{Path(path).name}: its signature has inputs {sorted(ins)} and outputs "
                           f"{sorted(outs)}; the Keras model has {sorted(xs)} and "
                           f"{sorted(output_names)}")
-    n = len(next(iter(xs.values())))
-    chunks: list[dict] = []
-    for i in range(0, n, 256):
-        res = sig(**{k: quantize(v[i:i + 256], ins[k]) for k, v in xs.items()})
-        chunks.append({k: dequantize(v, outs[k]) for k, v in res.items()})
-    return [np.concatenate([c[k] for c in chunks]) for k in output_names]
+    got = runner.predict_named(xs)
+    return [got[k] for k in output_names]
 
 
 def validate(path: str | Path, reference: np.ndarray | None, x: np.ndarray,
