@@ -50,19 +50,20 @@ def check_size(root: yaml.Node | None, source: str) -> None:
         size(root)
 
 
-def yaml_line(node, loc: tuple) -> int | None:
-    """Line (1-based) of the key path `loc` in a composed YAML document (`yaml.compose`): the line
-    of the deepest key (or list item) of `loc` that is there, else the document's first line."""
-    line = node.start_mark.line + 1 if node is not None else None
+def yaml_line(node, loc: tuple, at_key: bool = False) -> int | None:
+    """Line (1-based) of the key path `loc` in a composed YAML document (`yaml.compose`): where
+    the value of `loc` starts (`at_key`: where its key is); when part of `loc` is not there (a
+    missing key), the line of the deepest key that is; with none, the document's first line."""
+    line = key_line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
-            line = node.start_mark.line + 1
+            line = key_line = node.start_mark.line + 1
             continue
-        if not isinstance(node, yaml.MappingNode):
-            break
-        found = next(((k, v) for k, v in node.value if str(k.value) == str(key)), None)
+        found = next(((k, v) for k, v in node.value if str(k.value) == str(key)), None) \
+            if isinstance(node, yaml.MappingNode) else None
         if found is None:
-            break
-        line, node = found[0].start_mark.line + 1, found[1]
-    return line
+            return key_line
+        key_line, node = found[0].start_mark.line + 1, found[1]
+        line = node.start_mark.line + 1
+    return key_line if at_key else line

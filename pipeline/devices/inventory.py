@@ -236,7 +236,7 @@ def _format(p: Path, text: str, e: ValidationError, prefix: tuple) -> str:
 def _line(text: str, loc: tuple) -> str:
     """':N' for the YAML line of the key path `loc`, or '' when it cannot be found."""
     try:
-        line = yaml_line(yaml.compose(text), loc)
+        line = yaml_line(yaml.compose(text), loc, at_key=True)
     except yaml.YAMLError:
         return ""
     return f":{line}" if line else ""
