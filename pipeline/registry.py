@@ -54,9 +54,10 @@ def has_needed(fmt: str, made: set[str]) -> bool:
 
 
 def how_to_make(fmt: str, before: str) -> str:
-    """'add an export or quantize stage before profile': the stages that make `fmt`."""
+    """'add an export, quantize or adapt stage before profile': the stages that make `fmt`."""
     if fmt == ANY_ARTIFACT:
         return f"put {before} after the stages it is about"
     makers = [n for n in STAGES if fmt in stage_class(n).makes]
     article = "an" if makers and makers[0][0] in "aeiou" else "a"
-    return f"add {article} {' or '.join(makers)} stage before {before}"
+    names = " or ".join([", ".join(makers[:-1]), makers[-1]] if len(makers) > 1 else makers)
+    return f"add {article} {names} stage before {before}"

@@ -95,11 +95,12 @@ def test_profile_without_a_tflite_in_the_run_fails_naming_the_fix(tmp_path):
         recipe.parse(text, "r.yaml")
     line = text.splitlines().index("  - profile: {max_latency_ms: 0.001}") + 1
     assert str(e.value) == (f"r.yaml:{line}: stages.1.profile: no stage before it writes a "
-                            ".tflite to time; add an export or quantize stage before profile")
+                            ".tflite to time; add an export, quantize or adapt stage before "
+                            "profile")
     r = recipe.parse(HEAD + "  - profile\n")
     r.stages[:] = [st for st in r.stages if st.name == "profile"]  # past the recipe check
     with pytest.raises(UserError) as e:
         engine.run(r, tmp_path / "run")
-    assert str(e.value) == ("profile: the run has no .tflite to time; add an export or quantize "
-                            "stage before profile")
+    assert str(e.value) == ("profile: the run has no .tflite to time; add an export, quantize "
+                            "or adapt stage before profile")
     assert not list((tmp_path / "run").glob("0*"))

@@ -180,7 +180,7 @@ def test_full_to_json_does_not_parse_back():
     ("[report, report]", "r.yaml:7: stages.0.report: no stage before it writes a model or file "
      "to report on; put report after the stages it is about"),
     ("[profile, export]", "r.yaml:7: stages.0.profile: no stage before it writes a .tflite to "
-     "time; add an export or quantize stage before profile"),
+     "time; add an export, quantize or adapt stage before profile"),
 ])
 def test_stage_orders_that_make_no_sense_are_refused(stages, line):
     """`[quantize, train]` quantized the untrained model (accuracy 0.0975, exit 0)."""
