@@ -103,7 +103,16 @@ def tolerance(reference: np.ndarray) -> float:
     return 1e-4 * max(1.0, float(np.max(np.abs(reference))))
 
 
-def check(model, x: np.ndarray, what: str = "test inputs") -> float | None:
+def _head(x, n: int = 64):
+    """The first `n` samples of a model input: an array, or a list/dict of arrays."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v[:n], dtype=np.float32) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(v[:n], dtype=np.float32) for v in x]
+    return np.asarray(x[:n], dtype=np.float32)
+
+
+def check(model, x, what: str = "up to 64 test inputs") -> float | None:
     """Compare a bridged model with its Keras 3 original on `x`; log and return the max |diff|
     (None for a model that was not bridged). A difference above `tolerance` is a UserError."""
     from pipeline.modelio.rebuild import max_difference
@@ -111,14 +120,14 @@ def check(model, x: np.ndarray, what: str = "test inputs") -> float | None:
     b = bridge_of(model)
     if b is None:
         return None
-    x = np.asarray(x[:64], dtype=np.float32)
+    x = _head(x)
     diff = max_difference(b.keras3_model, model, x)
     ref = b.keras3_model(x, training=False)
     ref = ref if isinstance(ref, (list, tuple)) else [ref]
     tol = min(tolerance(np.asarray(r)) for r in ref)
     b.max_abs_diff = diff
-    log.info("[model] %s: Keras %s model rebuilt in tf_keras; max|diff| %.2e on %d %s",
-             b.path, b.keras_version, diff, len(x), what)
+    log.info("[model] %s: Keras %s model rebuilt in tf_keras; max|diff| %.2e on %s",
+             b.path, b.keras_version, diff, what)
     if not diff <= tol:
         raise UserError(f"{b.path}: the tf_keras rebuild of this Keras 3 model differs from it by "
                         f"{diff:.3g} on {what} (more than {tol:.1g}); please report the model's "

@@ -191,6 +191,12 @@ class Distill(Stage):
         ds = ctx.dataset()
         student, s_from, nas_record = resolve_student(ctx, cfg)
         teacher, t_from = resolve_teacher(ctx, cfg, skip=nas_record)
+        from pipeline import modelio
+        from pipeline.modelio.graph import require_layers
+
+        require_layers(teacher, "distill (its teacher)")
+        for model in (teacher, student):  # either may be a Keras 3 file, rebuilt in tf_keras
+            modelio.check(model, ds.x_test)
         from pipeline import tasks
 
         ctx.bind_task(teacher)
