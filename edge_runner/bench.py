@@ -67,10 +67,13 @@ HOT_C = 80.0             # Raspberry Pi firmware starts soft throttling here
 
 def conditions(result: dict) -> list:
     """Plain warnings about what makes this measurement less trustworthy (empty when none):
-    a noisy timing loop, repeats that disagree, a governor that scales frequency, a frequency
-    that moved, throttling or under-voltage, a CPU near its thermal limit."""
+    an emulated CPU, a noisy timing loop, repeats that disagree, a governor that scales
+    frequency, a frequency that moved, throttling or under-voltage, a CPU near its thermal limit."""
     out = []
     lat, before, after = result["latency_ms"], result["system_before"], result["system_after"]
+    if before.get("emulated"):
+        out.append(f"emulated CPU ({before['cpu_model']}): these timings are the emulator's, "
+                   "not a board's")
     if lat["robust_cv"] > NOISY:  # the bulk of the runs spreads, not just a few outliers
         out.append(f"noisy: robust cv {100 * lat['robust_cv']:.1f}% > {100 * NOISY:.0f}% (cv "
                    f"{100 * lat['cv']:.0f}%; other load on the machine?); min {lat['min']:.4g} "

@@ -127,6 +127,8 @@ def _system_lines(s: dict) -> list:
     return [
         f"cpu          {s.get('cpu_model') or 'n/a'}" + (f" [{s['board']}]" if s.get("board")
                                                           else ""),
+        *([f"emulated     yes: {'; '.join(s['emulated']['evidence'])}; timings here are the "
+           "emulator's, not a board's"] if s.get("emulated") else []),
         f"cores        {cores.get('logical')} (usable {cores.get('usable')})",
         f"governor     {freq.get('governor') or 'n/a'}",
         f"frequency    {_fmt(freq.get('cur_mhz'), '.0f', ' MHz')} "

@@ -381,3 +381,55 @@ def test_json_output_survives_login_chatter():
         _json(ssh, Result([], 0, b"", b"Traceback ...\nImportError: numpy", 0.0), '"edge-runner info"')
     assert str(e.value) == ('Device "b" (board): "edge-runner info" printed no JSON: '
                             "'Traceback ...\\nImportError: numpy'")
+
+
+def _fake_python(tmp_path, version_line: str, pip_error: str = "") -> str:
+    """A board 'python3' for the fake ssh: version/platform, venv, pip that finds no wheel."""
+    p = tmp_path / "python3"
+    p.write_text(
+        "#!/bin/sh\ncase \"$*\" in\n"
+        '  *"-m venv"*) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;\n'
+        f'  *"-m pip"*) echo "{pip_error}" >&2; exit 1 ;;\n'
+        f'  *calcsize*) echo "{version_line}" ;;\n'
+        """  *metadata*) echo '{"tflite-runtime": null, "ai-edge-litert": null, "numpy": null}' ;;\n"""
+        "esac\n")
+    p.chmod(0o755)
+    return str(p)
+
+
+ARMHF_ANSWER = (
+    'Device "b" (board) runs 32-bit ARM (armv7l, Python 3.11.2): PyPI has no wheel for it of '
+    "tflite-runtime 2.14 or ai-edge-litert (and none of numpy<2); install the 64-bit Raspberry "
+    "Pi OS (arm64), or set pip_args to an index with armv7l wheels")
+NO_WHEEL = "ERROR: No matching distribution found for tflite-runtime==2.14.0"
+
+
+def test_setup_on_32bit_arm_says_which_runtimes_have_wheels(fake_ssh, tmp_path, monkeypatch):
+    """32-bit Raspberry Pi OS: a 32-bit Python on a 64-bit kernel (uname says aarch64)."""
+    from pipeline.devices.setup import setup_device
+
+    py = _fake_python(tmp_path, "3.11.2 aarch64 32", NO_WHEEL)
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch, python=py)
+    with pytest.raises(DeviceError) as e:
+        setup_device(ssh)
+    assert str(e.value) == ARMHF_ANSWER
+    assert os.listdir(tmp_path / "home") == []  # nothing made on the board
+    # an index of the user's own (pip_args) may have armv7l wheels: pip is then tried
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch, python=py, pip_args=("--index-url", "http://x"))
+    with pytest.raises(DeviceError) as e:
+        setup_device(ssh)
+    assert str(e.value) == (
+        'Device "b" (board): pip finds no tflite-runtime==2.14.0 wheel for this board (Python '
+        "3.11.2 on armv7l); install the 64-bit Raspberry Pi OS (arm64)")
+
+
+def test_setup_without_a_wheel_for_the_runtime_is_one_line(fake_ssh, tmp_path, monkeypatch):
+    from pipeline.devices.setup import setup_device
+
+    ssh = _fake(fake_ssh, tmp_path, monkeypatch,
+                python=_fake_python(tmp_path, "3.13.1 aarch64 64", NO_WHEEL))
+    with pytest.raises(DeviceError) as e:
+        setup_device(ssh)
+    assert str(e.value) == (
+        'Device "b" (board): pip finds no tflite-runtime==2.14.0 wheel for this board (Python '
+        "3.13.1 on aarch64); set `runtime: ai-edge-litert` for it in the inventory")

@@ -397,7 +397,7 @@ def test_sysinfo_reads_sysfs_and_vcgencmd(tmp_path, monkeypatch):
     (bindir / "vcgencmd").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     info = sysinfo.collect(root=str(tmp_path / "root"), runtime={"backend": "x", "version": "1"})
-    assert info["cpu_model"] == "Raspberry Pi 4 Model B Rev 1.4"
+    assert info["cpu_model"] == "BCM2835"  # the CPU (here only the SoC is named), not the board
     assert info["board"] == "Raspberry Pi 4 Model B Rev 1.4"
     assert info["cpufreq"] == {"governor": "ondemand", "cur_mhz": 1500.0, "min_mhz": 600.0,
                                "max_mhz": 1800.0,

@@ -60,6 +60,30 @@ def test_measurement_warnings_reach_markdown_and_html_per_target():
     assert "<li>export/model.tflite on pi4: CPU governor is &#x27;ondemand&#x27;" in page
 
 
+def test_emulated_board_latency_is_marked_and_kept_out_of_measurement_warnings():
+    emu = {"p50": 8.5, "emulated": True,
+           "warnings": ["emulated CPU (cortex-a72 emulated by QEMU (aarch64) on X): these "
+                        "timings are the emulator's, not a board's"]}
+    rows = [_row("export", "fp32", 2.0, 4000, board=emu), _row("int8", "int8", 1.0, 1000)]
+    report = _report(rows)
+    assert measurement_warnings(rows) == []
+    md = markdown(report)
+    assert "| p50 ms (host) | p50 ms (pi4, EMULATED) |" in md
+    assert ("## Emulated targets\n\n- pi4: the CPU was emulated (QEMU on the host); these "
+            "latencies are the emulator's, not a board's, and no latency gate was applied to "
+            "them\n") in md
+    page = html_page(report, None)
+    assert "<th>p50 ms (pi4, EMULATED)</th>" in page and "<h2>Emulated targets</h2>" in page
+
+
+def test_latency_gate_neither_passes_nor_fails_an_emulated_timing():
+    from pipeline import gates
+
+    assert gates.check_latency(1.0, "m on emu", 8.5, emulated=True) == []
+    assert gates.check_latency(1.0, "m on pi4", 8.5) == [
+        "m on pi4: p50 latency 8.500 ms > max_latency_ms 1.0"]
+
+
 def _record(i, stage, *arts):
     return StageRecord(i, stage.split("_", 1)[1], Path(stage), list(arts), {})
 

@@ -114,6 +114,9 @@ def check_cmd(names, tags, devices_path, accept_new, timeout, as_json) -> None:
                 f"{'':<18}cpu {c['cpu_model'] or 'n/a'} x{c['cores']}  governor "
                 f"{c['governor'] or 'n/a'}  {_num(c['cur_mhz'], 'MHz', 0)}  "
                 f"{_num(c['temperature_c'], 'C', 1)}  throttled {throttled}")
+            if c.get("emulated"):
+                click.echo(f"{'':<18}EMULATED: {'; '.join(c['emulated']['evidence'])}; its "
+                           "timings are the emulator's, not a board's")
     res.raise_for_errors()
 
 
@@ -205,4 +208,7 @@ def profile_on_devices(model_path, names, tags, devices_path, *, golden, threads
     res.raise_for_errors()
 
 
+from pipeline.cli.emulate import emulate  # noqa: E402  (a subgroup: `devices emulate`)
+
+devices.add_command(emulate)
 commands = [devices, deploy_cmd]

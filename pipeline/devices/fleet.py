@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from edge_runner.sysinfo import emulated_result
 from pipeline.devices import remote
 from pipeline.devices.deploy import deploy_golden, deploy_model
 from pipeline.devices.inventory import Device
@@ -137,7 +138,7 @@ def profile_model(ssh: SSH, job: ModelJob, opts: Options) -> dict:
                           f"differs from the deployed {dep['sha256'][:12]}")
     return {"device": d.name, "model": str(job.path), "sha256": dep["sha256"],
             "remote_path": dep["remote_path"], "threads": threads, "deploy": dep, "verify": ver,
-            "latency_ms": b["latency_ms"], "bench": b,
+            "latency_ms": b["latency_ms"], "emulated": emulated_result(b), "bench": b,
             "seconds": {"deploy": round(t_deploy - t0, 4), "verify": round(t_verify - t_deploy, 4),
                         "bench": round(t_end - t_verify, 4), "total": round(t_end - t0, 4)}}
 
@@ -164,7 +165,8 @@ def profile_device(device: Device, jobs: Sequence[ModelJob], opts: Options,
         for job in jobs:
             r = profile_model(ssh, job, opts)
             say(f"[{device.name}] {Path(job.path).name}: p50 {r['latency_ms']['p50']:.3f} ms "
-                f"({'copied' if r['deploy']['copied'] else 'already there'})")
+                f"({'copied' if r['deploy']['copied'] else 'already there'})"
+                + ("  EMULATED CPU: not a board's latency" if r["emulated"] else ""))
             models[str(job.path)] = r
         return {"device": device.name, "address": device.address, "models": models,
                 "seconds": round(time.monotonic() - t0, 4),

@@ -97,6 +97,7 @@ def check(ssh: SSH) -> dict:
         "edge_runner": facts.get("edge_runner"),
         "cpu_model": facts.get("cpu_model"),
         "board": facts.get("board"),
+        "emulated": facts.get("emulated"),
         "cores": (facts.get("cores") or {}).get("logical"),
         "governor": freq.get("governor"),
         "cur_mhz": freq.get("cur_mhz"),

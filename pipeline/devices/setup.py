@@ -17,6 +17,7 @@ No TensorFlow and no `pipeline` ever go to the board.
 from __future__ import annotations
 
 import json
+import re
 from typing import Callable
 
 from pipeline.devices.remote import info
@@ -32,14 +33,62 @@ REQUIREMENTS = {
 #: What `edge-runner info` calls each runtime (its backend names).
 BACKEND_OF = {"tflite-runtime": "tflite-runtime", "ai-edge-litert": "litert"}
 
-def python_version(ssh: SSH, python: str) -> tuple[int, ...]:
-    r = ssh.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+
+def python_version(ssh: SSH, python: str) -> tuple[tuple[int, ...], str]:
+    """(version, wheel platform) of the board's Python: the platform is `uname -m`, except that
+    a 32-bit Python on a 64-bit ARM kernel (32-bit Raspberry Pi OS since 2023) is "armv7l",
+    as pip sees it."""
+    r = ssh.run([python, "-c", "import platform, struct, sys; print('%d.%d.%d' % "
+                 "sys.version_info[:3], platform.machine(), 8 * struct.calcsize('P'))"],
                 what=f"{python} --version", check=False)
     if r.returncode != 0:
         raise DeviceError(f"Device {ssh.device.label}: cannot run {python!r} "
                           f"(exit {r.returncode}); set `python:` in the inventory to the board's "
                           "Python 3 interpreter")
-    return tuple(int(x) for x in r.text.strip().split("."))
+    version, machine, bits = r.text.split()[-3:]
+    if bits == "32" and machine.startswith(("aarch64", "arm64", "armv8")):
+        machine = "armv7l"
+    return tuple(int(x) for x in version.split(".")), machine
+
+
+def no_wheels(device, version: tuple[int, ...], machine: str) -> str | None:
+    """Why pip cannot install the device's runtime on its platform (None: it can, or the
+    device's pip_args name another index, which may have wheels)."""
+    if device.pip_args or not machine.startswith("arm"):
+        return None
+    return (f"Device {device.label} runs 32-bit ARM ({machine}, Python "
+            f"{'.'.join(map(str, version))}): PyPI has no wheel for it of tflite-runtime "
+            "2.14 or ai-edge-litert (and none of numpy<2); install the 64-bit Raspberry Pi OS "
+            "(arm64), or set pip_args to an index with armv7l wheels")
+
+
+#: What pip prints when the index cannot be reached (as against: it has no matching wheel).
+_UNREACHABLE = (r"CERTIFICATE_VERIFY_FAILED|SSLError|NewConnectionError|Temporary failure in name "
+                r"resolution|Network is unreachable|ProxyError|Read timed out")
+
+
+def pip_install(ssh: SSH, reqs: list[str], version: tuple[int, ...], machine: str) -> None:
+    """pip install `reqs` into the board's venv; an index it cannot reach, or one without a
+    wheel for the board, is one line saying which."""
+    d = ssh.device
+    try:
+        ssh.run([d.venv_python, "-m", "pip", "install", "--disable-pip-version-check",
+                 "--no-input", "-q", *d.pip_args, *reqs], what="pip install " + " ".join(reqs))
+    except RemoteCommandError as e:
+        unreachable = re.search(_UNREACHABLE, e.result.err)
+        if unreachable:  # pip then also says "no matching distribution": not the cause
+            raise DeviceError(f"Device {d.label}: pip on the board cannot reach the package "
+                              f"index ({unreachable.group(0)}); check the board's network, "
+                              "proxy and CA certificates, or set pip_args to an index it can "
+                              "reach") from None
+        found = re.search(r"No matching distribution found for (\S+)", e.result.err)
+        if not found:
+            raise
+        other = next(r for r in REQUIREMENTS if r != d.runtime)
+        advice = ("install the 64-bit Raspberry Pi OS (arm64)" if machine.startswith("arm")
+                  else f"set `runtime: {other}` for it in the inventory")
+        raise DeviceError(f"Device {d.label}: pip finds no {found.group(1)} wheel for this board "
+                          f"(Python {'.'.join(map(str, version))} on {machine}); {advice}") from None
 
 
 def ensure_ready(ssh: SSH, log: Callable[[str], None] = lambda m: None) -> dict:
@@ -83,11 +132,14 @@ def setup_device(ssh: SSH, *, reinstall: bool = False,
     """Make the venv, install the runtime (pip is skipped when it is there already, unless
     `reinstall`) and the runner, and check they run. Idempotent."""
     d = ssh.device
-    ver = python_version(ssh, d.python)
+    ver, machine = python_version(ssh, d.python)
     if ver < MIN_PYTHON:
         raise DeviceError(f"Device {d.label}: Python {'.'.join(map(str, ver))} is too old; "
                           f"edge-runner needs Python >= {'.'.join(map(str, MIN_PYTHON))}")
-    log(f"[{d.name}] python {'.'.join(map(str, ver))}")
+    why = no_wheels(d, ver, machine)
+    if why:
+        raise DeviceError(why)
+    log(f"[{d.name}] python {'.'.join(map(str, ver))} on {machine}")
     if ssh.exists(d.venv_python):
         log(f"[{d.name}] venv exists: {d.remote('venv')}")
     else:
@@ -105,8 +157,7 @@ def setup_device(ssh: SSH, *, reinstall: bool = False,
             f"numpy {have.get('numpy')}")
     else:
         log(f"[{d.name}] pip install {' '.join(reqs)}")
-        ssh.run([d.venv_python, "-m", "pip", "install", "--disable-pip-version-check",
-                 "--no-input", "-q", *d.pip_args, *reqs], what="pip install " + " ".join(reqs))
+        pip_install(ssh, reqs, ver, machine)
     digest = install_runner(ssh)
     log(f"[{d.name}] edge_runner copied ({digest[:12]})")
     board = info(ssh)

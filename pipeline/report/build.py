@@ -197,6 +197,23 @@ def layer_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def measurement_warnings(rows: list[dict[str, Any]]) -> list[str]:
-    """edge-runner's own warnings (noise, governor, throttling, ...), one line per target."""
+    """edge-runner's own warnings (noise, governor, throttling, ...), one line per target.
+    Emulated targets are left out: `emulated_lines` says all there is to say about them."""
     return [f"{r['path']} on {target}: {w}" for r in rows
-            for target, lat in r.get("latency_ms", {}).items() for w in (lat or {}).get("warnings", [])]
+            for target, lat in r.get("latency_ms", {}).items()
+            if not (lat or {}).get("emulated") for w in (lat or {}).get("warnings", [])]
+
+
+def emulated_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """Latency columns (targets) measured on an emulated CPU, in table order."""
+    out: list[str] = []
+    for r in rows:
+        for target, lat in r.get("latency_ms", {}).items():
+            if (lat or {}).get("emulated") and target not in out:
+                out.append(target)
+    return out
+
+
+def emulated_lines(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"{t}: the CPU was emulated (QEMU on the host); these latencies are the emulator's, "
+            "not a board's, and no latency gate was applied to them" for t in emulated_targets(rows)]

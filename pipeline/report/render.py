@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.report.build import layer_lines, measurement_warnings, notes, task_of
+from pipeline.report.build import (emulated_lines, emulated_targets, layer_lines,
+                                   measurement_warnings, notes, task_of)
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -30,8 +31,10 @@ def latency_targets(rows: list[dict[str, Any]]) -> list[str]:
 def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     targets = latency_targets(rows)
     columns = task_of(rows)["columns"]
+    emulated = emulated_targets(rows)
     head = ["stage", "artifact", "quant", "params", "nonzero", "size KB", "gzip KB", *columns,
-            *[f"p50 ms ({t})" for t in targets], "speed-up", "gzip ratio"]
+            *[f"p50 ms ({t}{', EMULATED' if t in emulated else ''})" for t in targets],
+            "speed-up", "gzip ratio"]
     body = []
     for r in rows:
         kb = lambda b: _fmt(b / 1024 if b is not None else None, ".1f")  # noqa: E731
@@ -59,6 +62,9 @@ def markdown(report: dict[str, Any]) -> str:
     ls = layer_lines(report["artifacts"])
     if ls:
         lines += ["", "## Per layer (prune, cluster, adapt)", ""] + [f"- {x}" for x in ls]
+    es = emulated_lines(report["artifacts"])
+    if es:
+        lines += ["", "## Emulated targets", ""] + [f"- {e}" for e in es]
     ws = measurement_warnings(report["artifacts"])
     if ws:
         lines += ["", "## Measurement warnings", "", "edge-runner flagged these latencies as less "
@@ -129,6 +135,7 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
            f'{base64.b64encode(png).decode()}">' if png else "<p>No .tflite files to plot.</p>")
     ns = "".join(f"<li>{esc(n)}</li>" for n in notes(report["artifacts"]))
     ws = "".join(f"<li>{esc(w)}</li>" for w in measurement_warnings(report["artifacts"]))
+    es = "".join(f"<li>{esc(e)}</li>" for e in emulated_lines(report["artifacts"]))
     ls = "".join(f"<li>{esc(x)}</li>" for x in layer_lines(report["artifacts"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</title>
@@ -143,6 +150,7 @@ Ratios are against the first fp32 .tflite; the notes also compare each quantized
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
 {f'<h2>Per layer (prune, cluster, adapt)</h2><ul>{ls}</ul>' if ls else ''}
+{f'<h2>Emulated targets</h2><ul>{es}</ul>' if es else ''}
 {f'<h2>Measurement warnings</h2><ul>{ws}</ul>' if ws else ''}
 <h2>Accuracy against latency and size</h2>{img}
 {_stage_plots(report, run_dir)}

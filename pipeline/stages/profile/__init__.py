@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, PositiveFloat, field_validator
 
+from edge_runner.sysinfo import emulated_result
 from pipeline import gates
 from pipeline.stages.base import Stage, StageConfig, StageResult
 from pipeline.stages.profile.targets import check_target, limit_for, unknown_limit_key
@@ -61,7 +62,7 @@ def summarize(bench: dict) -> dict:
             "robust_cv": lat.get("robust_cv"),  # None from a board's older edge-runner
             "threads": bench["threads"], "runs": bench["runs"], "init_ms": bench["init_ms"],
             "first_inference_ms": bench["first_inference_ms"], "backend": bench["backend"],
-            "warnings": bench.get("warnings", [])}
+            "emulated": emulated_result(bench), "warnings": bench.get("warnings", [])}
 
 
 class Profile(Stage):
@@ -93,6 +94,8 @@ class Profile(Stage):
             """One measurement, host's or a board's: the table, the log, the gate (on the
             first thread count)."""
             latency.setdefault(path, {})[latency_key(target, t, first)] = s
+            if s["emulated"]:
+                note += "  (EMULATED CPU: not a board's latency)"
             ctx.log("[profile] %-40s %s %dt  p50 %.3f ms  p90 %.3f ms  cv %.3f%s", path, target, t,
                     s["p50"], s["p90"], s["cv"], note)
             for w in s["warnings"]:
@@ -100,7 +103,11 @@ class Profile(Stage):
             if first:
                 limit = limit_for(cfg.max_latency_ms, target, tags,
                                   fallback=ctx.recipe.gates.max_latency_ms)
-                breaches.extend(gates.check_latency(limit, f"{path} on {target}", s["p50"]))
+                if s["emulated"] and limit is not None:
+                    ctx.log("[profile] %-40s %s: emulated CPU, max_latency_ms %g not applied",
+                            path, target, limit)
+                breaches.extend(gates.check_latency(limit, f"{path} on {target}", s["p50"],
+                                                    s["emulated"]))
 
         for art in ctx.tflite_artifacts() if "host" in cfg.targets else []:
             for i, t in enumerate(cfg.threads):
