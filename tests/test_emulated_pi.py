@@ -144,7 +144,7 @@ def test_deploy_profile_and_verify_say_emulated(emu, ready, tmp_path):
     golden = host_golden(model, x, tmp_path / "g.npz")
     r = _cli("deploy", model, "--device", "pytest-pi5", "--devices", emu["inv"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.startswith("pytest-pi5: /root/edgepipe-pytest-pi5/models/")
+    assert r.stdout.startswith("pytest-pi5: edgepipe-pytest-pi4/models/")  # the shared workdir
     r = _cli("profile", model, "--device", "pytest-pi5", "--golden", golden, "--devices",
              emu["inv"], "--min-runs", 3, "--min-seconds", 0, "--warmup", 1)
     assert r.exit_code == 0, r.output
