@@ -178,6 +178,6 @@ def test_recipe_fp32_and_int8_on_host_and_both_emulated_cpus(emu, ready, tmp_pat
             s = per_target[name]
             assert s["emulated"] is True and s["verify"]["passed"] is True, (path, name, s)
             assert s["verify"]["n"] == 16
-    md = (run_dir / "report" / "report.md").read_text()
+    md = (next(r for r in records if r.name == "report").dir / "report.md").read_text()
     assert "p50 ms (pytest-pi4, EMULATED) | p50 ms (pytest-pi5, EMULATED)" in md
     assert "- pytest-pi5: the CPU was emulated (QEMU on the host)" in md
