@@ -51,29 +51,26 @@ def python_version(ssh: SSH, python: str) -> tuple[tuple[int, ...], str]:
     return tuple(int(x) for x in version.split(".")), machine
 
 
-def no_wheels(device, version: tuple[int, ...], machine: str) -> str | None:
-    """Why pip cannot install the device's runtime on its platform (None: it can, or the
-    device's pip_args name another index, which may have wheels)."""
-    if device.pip_args or not machine.startswith("arm"):
-        return None
-    return (f"Device {device.label} runs 32-bit ARM ({machine}, Python "
-            f"{'.'.join(map(str, version))}): PyPI has no wheel for it of tflite-runtime "
-            "2.14 or ai-edge-litert (and none of numpy<2); install the 64-bit Raspberry Pi OS "
-            "(arm64), or set pip_args to an index with armv7l wheels")
-
-
 #: What pip prints when the index cannot be reached (as against: it has no matching wheel).
 _UNREACHABLE = (r"CERTIFICATE_VERIFY_FAILED|SSLError|NewConnectionError|Temporary failure in name "
                 r"resolution|Network is unreachable|ProxyError|Read timed out")
 
 
+#: Measured on Debian bookworm armhf, Python 3.11, PyPI only (an emulated 32-bit board).
+ARM32 = ("PyPI has tflite-runtime 2.14.0 for 32-bit ARM but neither numpy<2 nor ai-edge-litert: "
+         "add piwheels as 32-bit Raspberry Pi OS does (pip_args: [--extra-index-url, "
+         "https://www.piwheels.org/simple]) or install the 64-bit OS (arm64)")
+
+
 def pip_install(ssh: SSH, reqs: list[str], version: tuple[int, ...], machine: str) -> None:
-    """pip install `reqs` into the board's venv; an index it cannot reach, or one without a
-    wheel for the board, is one line saying which."""
+    """pip install `reqs` into the board's venv, wheels only (numpy built from source takes an
+    hour on a Pi, if it builds at all); an index it cannot reach, or one without a wheel for the
+    board, is one line saying which."""
     d = ssh.device
     try:
         ssh.run([d.venv_python, "-m", "pip", "install", "--disable-pip-version-check",
-                 "--no-input", "-q", *d.pip_args, *reqs], what="pip install " + " ".join(reqs))
+                 "--no-input", "-q", "--only-binary=:all:", *d.pip_args, *reqs],
+                what="pip install " + " ".join(reqs))
     except RemoteCommandError as e:
         unreachable = re.search(_UNREACHABLE, e.result.err)
         if unreachable:  # pip then also says "no matching distribution": not the cause
@@ -85,8 +82,7 @@ def pip_install(ssh: SSH, reqs: list[str], version: tuple[int, ...], machine: st
         if not found:
             raise
         other = next(r for r in REQUIREMENTS if r != d.runtime)
-        advice = ("install the 64-bit Raspberry Pi OS (arm64)" if machine.startswith("arm")
-                  else f"set `runtime: {other}` for it in the inventory")
+        advice = ARM32 if machine.startswith("arm") else f"set `runtime: {other}` for it in the inventory"
         raise DeviceError(f"Device {d.label}: pip finds no {found.group(1)} wheel for this board "
                           f"(Python {'.'.join(map(str, version))} on {machine}); {advice}") from None
 
@@ -136,9 +132,6 @@ def setup_device(ssh: SSH, *, reinstall: bool = False,
     if ver < MIN_PYTHON:
         raise DeviceError(f"Device {d.label}: Python {'.'.join(map(str, ver))} is too old; "
                           f"edge-runner needs Python >= {'.'.join(map(str, MIN_PYTHON))}")
-    why = no_wheels(d, ver, machine)
-    if why:
-        raise DeviceError(why)
     log(f"[{d.name}] python {'.'.join(map(str, ver))} on {machine}")
     if ssh.exists(d.venv_python):
         log(f"[{d.name}] venv exists: {d.remote('venv')}")
