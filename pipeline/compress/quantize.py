@@ -150,7 +150,8 @@ def calibrate_ranges(qat, model, x) -> list[str]:
     if not wanted:
         return []
     names = list(wanted)
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    ref = K.clone_with_weights(model)  # layers of one graph: a stripped model's may have more
+    probe = keras.Model(ref.inputs, [ref.get_layer(n).output for n in names])
     outs = probe.predict(x, batch_size=256, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     for n, out in zip(names, outs):

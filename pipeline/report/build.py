@@ -196,6 +196,12 @@ def layer_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def io_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The input/output type of each int8 .tflite, and why (given, or the task's default)."""
+    return [f"{r['path']}: {r['io']} inputs and outputs ({r.get('io_reason', 'given')})"
+            for r in rows if r["format"] == "tflite" and r.get("io")]
+
+
 def measurement_warnings(rows: list[dict[str, Any]]) -> list[str]:
     """edge-runner's own warnings (noise, governor, throttling, ...), one line per target.
     Emulated targets are left out: `emulated_lines` says all there is to say about them."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pipeline.report.build import (emulated_lines, emulated_targets, layer_lines,
+from pipeline.report.build import (emulated_lines, emulated_targets, io_lines, layer_lines,
                                    measurement_warnings, notes, task_of)
 
 
@@ -59,6 +59,9 @@ def markdown(report: dict[str, Any]) -> str:
     ns = notes(report["artifacts"])
     if ns:
         lines += ["", "## Where compression did not pay off", ""] + [f"- {n}" for n in ns]
+    io = io_lines(report["artifacts"])
+    if io:
+        lines += ["", "## int8 inputs and outputs", ""] + [f"- {x}" for x in io]
     ls = layer_lines(report["artifacts"])
     if ls:
         lines += ["", "## Per layer (prune, cluster, adapt)", ""] + [f"- {x}" for x in ls]
@@ -137,6 +140,7 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
     ws = "".join(f"<li>{esc(w)}</li>" for w in measurement_warnings(report["artifacts"]))
     es = "".join(f"<li>{esc(e)}</li>" for e in emulated_lines(report["artifacts"]))
     ls = "".join(f"<li>{esc(x)}</li>" for x in layer_lines(report["artifacts"]))
+    io = "".join(f"<li>{esc(x)}</li>" for x in io_lines(report["artifacts"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -149,6 +153,7 @@ Ratios are against the first fp32 .tflite; the notes also compare each quantized
 <table><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
+{f'<h2>int8 inputs and outputs</h2><ul>{io}</ul>' if io else ''}
 {f'<h2>Per layer (prune, cluster, adapt)</h2><ul>{ls}</ul>' if ls else ''}
 {f'<h2>Emulated targets</h2><ul>{es}</ul>' if es else ''}
 {f'<h2>Measurement warnings</h2><ul>{ws}</ul>' if ws else ''}
