@@ -225,6 +225,7 @@ def test_multi_input_multi_output_export_in_every_mode(tmp_path):
     assert task.name == "mixed"
     fit(model, ds, FitConfig(epochs=3, batch_size=32, patience=None))
     keras_m = tasks.keras_metrics(model, ds)
+    int8 = {}
     for mode, io in (("fp32", None), ("int8", None), ("int8", "int8")):
         m = tflite.export(model, tmp_path / f"m_{mode}_{io}.tflite", mode, ds, io=io)
         assert set(m) >= {"cls/accuracy", "val/mae", "val/rmse", "val/r2", "keras_cls/accuracy",
@@ -234,8 +235,13 @@ def test_multi_input_multi_output_export_in_every_mode(tmp_path):
             assert m["max_abs_diff"] < 1e-3 and m["metric_drop"] == 0
         else:  # int8 calibrated on real inputs of both tensors: close to the float model
             assert m["io"] == (io or "float32") and m["val/mae"] < 2 * keras_m["val/mae"] + 0.5
-            assert m["io_reason"] == ("given" if io else "default for mixed: int8 outputs round "
-                                      "continuous values to 256 levels; float I/O keeps the metric")
+            assert m["io_reason"] == ("given" if io else "default for mixed: the board feeds and "
+                                      "reads values in the data's units; int8 I/O gives the same "
+                                      "metric but leaves scale and zero point to the caller")
+            int8[m["io"]] = m
+    # float I/O only moves the (de)quantization into the file: the same outputs
+    assert int8["float32"]["val/mae"] == pytest.approx(int8["int8"]["val/mae"], abs=1e-6)
+    assert int8["float32"]["cls/accuracy"] == int8["int8"]["cls/accuracy"]
 
 
 def test_channel_pruning_keeps_every_output_width():
@@ -279,8 +285,9 @@ def test_regression_recipe_reports_mae_and_keeps_float_io(tmp_path):
     assert int8["io"] == "float32" and int8["mae"] < 120
     md = (tmp_path / "run" / "report.md").read_text()
     assert "| mae | rmse | r2 |" in md and "| accuracy |" not in md
-    assert (f"- {int8['path']}: float32 inputs and outputs (default for regression: int8 outputs "
-            f"round continuous values to 256 levels; float I/O keeps the metric)") in md
+    assert (f"- {int8['path']}: float32 inputs and outputs (default for regression: the board "
+            f"feeds and reads values in the data's units; int8 I/O gives the same metric but "
+            f"leaves scale and zero point to the caller)") in md
 
 
 @pytest.mark.parametrize("recipe, message", [
