@@ -201,7 +201,7 @@ def _run(args) -> int:
                              xnnpack=not args.no_xnnpack, seed=args.seed, golden=args.golden)
                    for m in args.model]
         if args.json:
-            print(json.dumps(results[0] if len(results) == 1 else {"results": results}, indent=2))
+            print(json.dumps(results[0] if len(results) == 1 else {"results": results}, indent=2, allow_nan=False))
         else:
             for i, result in enumerate(results):
                 if i:
@@ -215,7 +215,7 @@ def _run(args) -> int:
                         output_atol=dict(args.output_atol) or None, mode=args.mode,
                         threads=args.threads, backend=args.backend, xnnpack=not args.no_xnnpack)
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(result, indent=2, allow_nan=False))
         else:
             _print_verify(result)
         return 0 if result["passed"] else 1
@@ -233,7 +233,7 @@ def _run(args) -> int:
     result["backends_found"] = backends.available()
     result["edge_runner"] = __version__
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
     else:
         found = ", ".join(k for k, v in result["backends_found"].items() if v) or "none"
         active = f"{runtime['backend']} {runtime['version']}" if runtime else "none"

@@ -84,3 +84,26 @@ def test_json_is_standard_and_a_non_finite_number_is_one_error(tmp_path, value, 
     assert list(tmp_path.iterdir()) == []
     atomic_write_json(path, {"a": np.float32(0.5), "b": np.arange(2)})
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1]}
+
+
+def test_every_json_we_write_is_standard():
+    """metrics.json and manifest.json held a bare `NaN`: every json.dump(s) in the two programs
+    passes allow_nan=False (or goes through artifacts.json_text), except the one that only
+    hashes (sha256_json, never written)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    loose = []
+    for f in sorted([*root.glob("pipeline/**/*.py"), *root.glob("edge_runner/**/*.py")]):
+        tree = ast.parse(f.read_text())
+        exempt = {id(c) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
+                  and fn.name == "sha256_json" for c in ast.walk(fn)}
+        for call in ast.walk(tree):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in ("dump", "dumps")
+                    and getattr(call.func.value, "id", None) == "json" and id(call) not in exempt
+                    and not any(k.arg == "allow_nan" and getattr(k.value, "value", 1) is False
+                                for k in call.keywords)):
+                loose.append(f"{f.relative_to(root)}:{call.lineno}")
+    assert loose == []

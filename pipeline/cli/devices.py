@@ -6,10 +6,11 @@ options and helpers defined here.
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
+
+from pipeline.artifacts import json_text
 
 devices_option = click.option(
     "--devices", "devices_path", type=click.Path(dir_okay=False), default=None,
@@ -66,7 +67,7 @@ def list_cmd(devices_path, as_json) -> None:
     inv = load_inventory(devices_path)
     rows = [inv.devices[n].model_dump(mode="json") for n in inv.names()]
     if as_json:
-        click.echo(json.dumps({"inventory": str(inv.path), "devices": rows}, indent=2))
+        click.echo(json_text({"inventory": str(inv.path), "devices": rows}, indent=2))
         return
     click.echo(f"{len(rows)} device(s) in {inv.path}")
     for d in rows:
@@ -97,7 +98,7 @@ def check_cmd(names, tags, devices_path, accept_new, timeout, as_json) -> None:
 
     res = run_on_devices(devs, one)
     if as_json:
-        click.echo(json.dumps({"devices": res.results, "errors": res.errors}, indent=2))
+        click.echo(json_text({"devices": res.results, "errors": res.errors}, indent=2))
     else:
         for d in devs:
             if d.name in res.errors:
@@ -145,7 +146,7 @@ def setup_cmd(names, devices_path, accept_new, timeout, reinstall, as_json) -> N
 
     res = run_on_devices(devs, one)
     if as_json:
-        click.echo(json.dumps({"devices": res.results, "errors": res.errors}, indent=2))
+        click.echo(json_text({"devices": res.results, "errors": res.errors}, indent=2))
     else:
         for name, r in res.results.items():
             rt = r["info"].get("runtime") or {}
@@ -177,7 +178,7 @@ def deploy_cmd(model_path, names, tags, devices_path, accept_new, timeout, as_js
 
     res = run_on_devices(devs, one)
     if as_json:
-        click.echo(json.dumps({"devices": res.results, "errors": res.errors}, indent=2))
+        click.echo(json_text({"devices": res.results, "errors": res.errors}, indent=2))
     else:
         for name, r in res.results.items():
             state = "copied" if r["copied"] else "already there"
@@ -204,7 +205,7 @@ def profile_on_devices(model_path, names, tags, devices_path, *, golden, threads
         out["devices"][name] = r["models"][str(job.path)]
     if out["devices"]:
         out["sha256"] = next(iter(out["devices"].values()))["sha256"]
-    click.echo(json.dumps(out, indent=2))
+    click.echo(json_text(out, indent=2))
     res.raise_for_errors()
 
 

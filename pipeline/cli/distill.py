@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
                                  keras_output_path, save_keras, unsafe_option, validated)
 
@@ -107,7 +107,7 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
          "params": s_params, f"teacher_{p}": t_acc, "teacher_params": t_params,
          "compression": round(t_params / max(1, s_params), 3), **saved, **summary}
     if as_json:
-        click.echo(json.dumps(m, indent=2))
+        click.echo(json_text(m, indent=2))
     else:
         click.echo(f"{dest}: student {p} {m[p]:.4f} (teacher {t_acc:.4f}), "
                    f"{s_params} params ({m['compression']:.1f}x fewer than the teacher's "

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.common import (data_option, dataset_for_model, force_option, output_path,
                                  task_option, unsafe_option)
 
@@ -36,7 +36,7 @@ def export(model_path, mode, data, out, sparse, io, task, force, unsafe, as_json
     ds = dataset_for_model(data, model, task=task)
     m = tflite.export(model, dest, mode, ds, sparse=sparse, io=io)
     if as_json:
-        click.echo(json.dumps({"path": str(dest), "quantization": mode, **m}, indent=2))
+        click.echo(json_text({"path": str(dest), "quantization": mode, **m}, indent=2))
     else:
         from pipeline.stages.export import log_metric
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.common import data_option, force_option, load_data, output_path
 
 
@@ -46,7 +46,7 @@ def golden(model_path, data, samples, out, seed, force, as_json) -> None:
         raise UserError(f"cannot write {target}: {e.strerror or e}; give --out in a folder "
                         f"that exists and is writable") from None
     if as_json:
-        click.echo(json.dumps({"model": str(path), "golden": str(target), "samples": n}))
+        click.echo(json_text({"model": str(path), "golden": str(target), "samples": n}))
     else:
         click.echo(f"{target}: {n} test inputs of {data} and {path.name}'s outputs on this "
                    f"host; check a board with: edge-runner verify {path.name} {target.name}")

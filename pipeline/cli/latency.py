@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.artifacts import json_text
+
 
 def _load(source: str, unsafe: bool):
     """A Keras model from a model file, or the model of a recipe (built, untrained)."""
@@ -120,7 +122,7 @@ def calibrate(target, threads, mode, table_path, devices, accept_new, timeout, m
             t = s.table()
             for i, (model, opts) in enumerate(members):
                 fill(t, signatures(model), s.target)
-                r = measure_model(t, model, s.target, f"mobilenet {json.dumps(opts)}")
+                r = measure_model(t, model, s.target, f"mobilenet {json.dumps(opts, allow_nan=False)}")
                 click.echo(f"[{i + 1}/{count}] {s.target.name}: {r['ms']:.4g} ms measured, "
                            f"table sum {t.lookup(r['ops']):.4g} ms")
             click.echo(f"{t.path}: {len(t.models)} whole models measured")
@@ -153,7 +155,7 @@ def predict(source, target, threads, mode, table_path, devices, accept_new, time
                 click.echo(f"{name} on {s.target.name}: predicted {ms:.4g} ms{shown} — "
                            f"{p.describe()}")
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(json_text(out, indent=2))
 
 
 commands = [latency]

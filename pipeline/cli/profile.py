@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.devices import (accept_new_option, deadline_option, devices_option,
                                   profile_on_devices, timeout_option)
 
@@ -45,7 +45,7 @@ def profile(model_path, threads, warmup, min_runs, min_seconds, as_json, device_
     b = benchmark(model_path, threads=threads, warmup=warmup, min_runs=min_runs,
                   min_seconds=min_seconds)
     if as_json:
-        click.echo(json.dumps(b, indent=2))
+        click.echo(json_text(b, indent=2))
         return
     lat = b["latency_ms"]
     click.echo(f"{model_path}: p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.common import (config_from_options, data_option, dataset_for_model,
                                  force_option, keras3_note, keras_output_path, save_keras,
                                  task_option, unsafe_option)
@@ -94,7 +94,7 @@ def prune(model_path, method, sparsity, schedule, frequency, begin_step, end_ste
     m.update(models.describe(new, dest), path=str(dest), **tasks.keras_metrics(new, ds),
              task=ds.task.to_json())
     if as_json:
-        click.echo(json.dumps(m, indent=2, default=float))
+        click.echo(json_text(m, indent=2))
         return
     what = (f"sparsity {m['overall_sparsity']:.3f}" if "overall_sparsity" in m else
             f"params {m['params_before']} -> {m['params_after']}")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.common import (config_from_options, data_option, dataset_for_model,
                                  force_option, output_path, task_option, unsafe_option)
 
@@ -53,7 +53,7 @@ def quantize(model_path, mode, calibration, max_accuracy_drop, epochs, batch_siz
     ds = dataset_for_model(data, model, seed=seed, task=task)
     m = quantize_model(model, ds, cfg, dest, seed=seed)
     if as_json:
-        click.echo(json.dumps({"path": str(dest), **m}, indent=2, default=float))
+        click.echo(json_text({"path": str(dest), **m}, indent=2))
         return
     from pipeline.stages.export import log_metric
 

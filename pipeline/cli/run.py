@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from pipeline.artifacts import json_text
 
 
 @click.command()
@@ -75,7 +76,7 @@ def status(run_dir: str, as_json: bool) -> None:
     _check_run_folder(Path(run_dir))
     rows = engine.status(run_dir)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows, indent=2))
         return
     for r in rows:
         secs = f"{r['seconds']:.1f}s" if r["seconds"] is not None else ""
@@ -122,7 +123,7 @@ def recipe_schema() -> None:
     """Print the recipe JSON Schema (for editors)."""
     from pipeline import recipe as recipes
 
-    click.echo(json.dumps(recipes.json_schema(), indent=2))
+    click.echo(json_text(recipes.json_schema(), indent=2))
 
 
 commands = [run, status, recipe]

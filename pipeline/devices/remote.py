@@ -36,7 +36,7 @@ for dist in ("tflite-runtime", "ai-edge-litert", "numpy"):
     except Exception:
         found[dist] = None
 out["packages"] = found
-print(json.dumps(out))
+print(json.dumps(out, allow_nan=False))
 """
 
 

@@ -20,6 +20,7 @@ import json
 import re
 from typing import Callable
 
+from pipeline.artifacts import json_text
 from pipeline.devices.remote import info
 from pipeline.devices.runner import install_runner, read_state, runner_package
 from pipeline.devices.transport import SSH, RemoteCommandError
@@ -98,7 +99,7 @@ def ensure_ready(ssh: SSH, log: Callable[[str], None] = lambda m: None) -> dict:
         log(f"[{ssh.device.name}] edge_runner differs from this host's; copying it")
         install_runner(ssh)
         state["edge_runner_sha256"] = digest
-        ssh.put(json.dumps(state, indent=2).encode(), ssh.device.remote("setup.json"))
+        ssh.put(json_text(state, indent=2).encode(), ssh.device.remote("setup.json"))
     return state
 
 
@@ -108,7 +109,7 @@ def installed(ssh: SSH) -> dict[str, str | None]:
               "for n in ('tflite-runtime', 'ai-edge-litert', 'numpy'):\n"
               "    try:\n        out[n] = metadata.version(n)\n"
               "    except metadata.PackageNotFoundError:\n        out[n] = None\n"
-              "print(json.dumps(out))")
+              "print(json.dumps(out, allow_nan=False))")
     r = ssh.run([ssh.device.venv_python, "-c", script], what="listing the venv's packages")
     return json.loads(r.text)
 
@@ -162,5 +163,5 @@ def setup_device(ssh: SSH, *, reinstall: bool = False,
     state = {"runtime": d.runtime, "requirements": reqs, "python": ".".join(map(str, ver)),
              "edge_runner_sha256": digest,
              "runtime_version": (board.get("runtime") or {}).get("version")}
-    ssh.put(json.dumps(state, indent=2).encode(), d.remote("setup.json"))
+    ssh.put(json_text(state, indent=2).encode(), d.remote("setup.json"))
     return {**state, "info": board}

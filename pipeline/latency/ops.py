@@ -27,7 +27,7 @@ KINDS = ("conv2d", "depthwise", "dense", "add", "maxpool", "avgpool", "gap", "gm
 
 def key(sig: dict) -> str:
     """The table key of a signature: canonical JSON."""
-    return json.dumps(sig, sort_keys=True, separators=(",", ":"))
+    return json.dumps(sig, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.engine import metrics_tracking
 from keras_tuner.src.engine.trial import TrialStatus
 
-from pipeline.artifacts import atomic_write_text
+from pipeline.artifacts import atomic_write_text, json_text
 
 log = logging.getLogger("edgepipe")
 
@@ -33,10 +33,9 @@ OBJECTIVE = "score"
 
 
 def _atomic_json(path, obj) -> str:
-    """keras-tuner's utils.save_json, but temp file + rename: a kill never leaves half a state."""
-    import json
-
-    text = json.dumps(obj)
+    """keras-tuner's utils.save_json, but temp file + rename (a kill never leaves half a
+    state) and standard JSON (a NaN is an error, not a bare `NaN` keras-tuner cannot read)."""
+    text = json_text(obj, where=os.fspath(path))
     atomic_write_text(os.fspath(path), text)
     return text
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
-import json
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src.engine.trial import TrialStatus
 
+from pipeline.artifacts import json_text
 from pipeline.search import space as S
 
 log = logging.getLogger("edgepipe")
@@ -179,7 +179,7 @@ class EdgeTuner(kt.Tuner):
         values = trial.hyperparameters.values
         folder = Path(self.get_trial_dir(trial.trial_id))
         with open(folder / "runs.jsonl", "a") as f:  # proof of how often each trial ran
-            f.write(json.dumps({"tuner": self.tuner_id, "host": socket.gethostname(),
+            f.write(json_text({"tuner": self.tuner_id, "host": socket.gethostname(),
                                 "pid": os.getpid(), "time": time.time()}) + "\n")
         prev = values.get("tuner/trial_id")
         model, seconds, epochs = train_candidate(

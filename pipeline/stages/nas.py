@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts import json_text
 from pipeline.errors import UserError
 from pipeline.stages.base import Stage, StageResult
 from pipeline.stages.nas_config import NasConfig
@@ -227,7 +228,7 @@ class Nas(Stage):
                    "stopped": oracle.stop_reason or "max_trials reached",
                    "search_dir": str(project.relative_to(ctx.run_dir)),
                    "plots": [ctx.rel("pareto.png")], "test_accuracy": art.metrics["accuracy"]}
-        return StageResult([art], json.loads(json.dumps(metrics)))
+        return StageResult([art], json.loads(json_text(metrics)))
 
     @staticmethod
     def _plot(ctx, cfg, done, pareto, limits, best_id) -> None:
