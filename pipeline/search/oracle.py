@@ -166,11 +166,16 @@ class EdgeOracleMixin:
 
     # ----- state ------------------------------------------------------------------------------
     def get_state(self):
-        return {**super().get_state(), "edgepipe_ran_by": self.ran_by}
+        state = {**super().get_state(), "edgepipe_ran_by": self.ran_by}
+        if state.get("hyperband_iterations") == float("inf"):  # "until max_trials": JSON has
+            state["hyperband_iterations"] = None  # no Infinity (keras-tuner would write one)
+        return state
 
     def set_state(self, state):
         super().set_state(state)
         self.ran_by = dict(state.get("edgepipe_ran_by", {}))
+        if "hyperband_iterations" in state and state["hyperband_iterations"] is None:
+            self.hyperband_iterations = float("inf")
 
     def reload(self):
         super().reload()  # ongoing trials → retry queue
