@@ -49,7 +49,7 @@ def test_recipe_yaml_syntax_error(cli, tmp_path):
 @pytest.mark.parametrize("old,new,start", [
     ("  - report", "  - reprt", "recipe.yaml:11: stages.3: unknown stage 'reprt' (did you mean "
      "\"report\"?); expected one of: train, export, profile, report, distill, prune, quantize, "
-     "cluster, lowrank, nas"),
+     "cluster, lowrank, nas, adapt"),
     ("{epochs: 3,", "{epochz: 3,", "recipe.yaml:8: stages.0.train.epochz: unknown key (did you mean "
      "\"epochs\"?)"),
     ("epochs: 3", "epochs: -1", "recipe.yaml:8: stages.0.train.epochs: Input should be greater "

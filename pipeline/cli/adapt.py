@@ -3,11 +3,11 @@ measured on a target, without a recipe (the `adapt` stage's loop)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from pipeline.artifacts import json_text
 from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
                                  keras_output_path, output_path, save_keras, unsafe_option)
 
@@ -70,7 +70,7 @@ def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_
     tm = tflite.export(res["export_model"], tfl, QUANT[res["mode"]], ds)
     m.update(path=str(dest), tflite=str(tfl), test_accuracy=tm["accuracy"])
     if as_json:
-        click.echo(json.dumps(m, indent=2, default=float))
+        click.echo(json_text(m, indent=2))
         return
     click.echo(f"{dest}: {m['start_ms']:.4g} -> {m['final_ms']:.4g} ms on {m['target']} "
                f"(budget {m['budget']}: met), {len(m['iterations'])} iterations; {tfl} "
