@@ -125,6 +125,12 @@ def render(reg: dict, fid: dict, command: str) -> str:
         lines.append(f"| {row['seed']} | " + " | ".join(f"{row[c]:.2f}" for c in cols) + " |")
     mean = {c: statistics.mean(r[c] for r in reg["rows"]) for c in cols}
     lines.append("| mean | " + " | ".join(f"{mean[c]:.2f}" for c in cols) + " |")
+    same = max(abs(r[f"{q} (int8 I/O)"] - r[f"{q} (float32 I/O)"]) for r in reg["rows"]
+               for q in ("ptq_int8", "qat_int8"))
+    lines += ["", f"int8 against float32 inputs/outputs: largest MAE difference {same:.2g} "
+              "(float I/O only moves the quantize/dequantize ops, with the same scales, into the "
+              "file; the output tensor is int8 either way). QAT starts its activation ranges "
+              "from the float model's on the calibration inputs."]
     lines += ["", f"### Fidelity: recipes/digits_autoencoder.yaml (seed {fid['seed']}, "
               f"{fid['n_test']} test images, host latency median of {fid['rounds']} interleaved "
               f"rounds, 1 thread)", "",

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas", "devices"]
+ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas", "devices",
+         "tasks"]
 
 
 def main() -> None:
