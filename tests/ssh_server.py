@@ -94,21 +94,9 @@ class SSHServer:
         """The listener and every process below it (per-connection sshd, shells, commands)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
-        children: dict[int, list[int]] = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    stat = Path(f"/proc/{d}/stat").read_text()
-                except OSError:
-                    continue
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(d))
-        out, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
+        from pipeline.devices.emulate import descendants
+
+        return descendants(self.proc.pid)
 
     def kill(self) -> None:
         """Kill sshd and everything it started, at once (a board that lost power)."""

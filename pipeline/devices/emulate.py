@@ -368,7 +368,7 @@ def start(name: str | None = None, *, cpu: str = "cortex-a72", port: int | None 
     return b
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """`pid` and every process below it (the board's connections and their commands)."""
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
@@ -398,7 +398,7 @@ def stop(name: str, *, cache: Path | None = None,
         hint = did_you_mean(name, known) if b is None else ""
         say(f"{name} is not running{hint}; nothing to stop")
         return False
-    procs = _descendants(pid)
+    procs = descendants(pid)
     for p in procs:
         try:
             os.kill(p, signal.SIGTERM)
