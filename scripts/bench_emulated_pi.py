@@ -127,6 +127,16 @@ def main() -> None:
     write(args.out, rows, timings)
 
 
+NOTES = ("The random-weight MobileNetV2's pooled features are close to zero (its int8 output "
+         "step is the tolerance / 3 above), so its rows only show that the ARM kernels run; the "
+         "trained digits CNN carries the differences. Its int8 file lands exactly 3 output steps "
+         "from the host's, the limit of the default tolerance, on both CPU models: a quantized "
+         "softmax moves several output steps when one of its input logits rounds one step "
+         "differently, and ARM's and x86's int8 kernels requantize differently. The tolerance "
+         "was not widened for this; bounding a quantized softmax by one step of its logits is "
+         "the principled rule still to make.")
+
+
 def write(out: str, rows: list, timings: dict) -> None:
     lines = ["## Emulated Raspberry Pi: ARM kernels against the x86 host (issue 16)", "",
              "Command: `sudo python scripts/bench_emulated_pi.py` (boards from `edgepipe devices "
@@ -148,6 +158,7 @@ def write(out: str, rows: list, timings: dict) -> None:
                      f"{v['mean_abs_diff']:.3g} | {agree} | {v['tolerance']:.3g} | "
                      f"{v['max_abs_diff'] / v['tolerance']:.3f} | "
                      f"{'pass' if v['passed'] else 'FAIL'} |")
+    lines += ["", NOTES]
     lines += ["", "Time on this machine (2 cores, shared):", ""]
     lines += [f"- {k}: {v:.0f} s" for k, v in timings.items()]
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas", "devices",
-         "tasks"]
+         "emulated_pi", "tasks"]
 
 
 def main() -> None:
