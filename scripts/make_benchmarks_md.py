@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas", "devices",
-         "emulated_pi", "tasks"]
+         "emulated_pi", "tasks", "latency", "adapt"]
 
 
 def main() -> None:
