@@ -1,7 +1,7 @@
 """Benchmark (not a test): NetAdapt (`adapt`) against uniform channel pruning and against the
 width multiplier of the same family, at the same latency MEASURED on this host, on digits.
 
-    python scripts/bench_adapt.py [--seeds 0 1 2] [--ratio 0.4] [--out benchmarks/adapt.md]
+    python scripts/bench_adapt.py [--seeds 0 1 2] [--ratio 0.5] [--out benchmarks/adapt.md]
 
 Per seed: train the recipes/digits_adapt.yaml model (small_cnn 16/32/64 on 32x32 digits); adapt
 it to `--ratio` x its measured latency (fp32, no quantization, so the three compare like for
@@ -31,7 +31,7 @@ import pipeline  # noqa: E402,F401
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--ratio", type=float, default=0.4)
+    ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "adapt.md")
     args = ap.parse_args(argv)
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
         for seed in args.seeds:
             ds = load_dataset(rec.dataset, seed=seed)
-            model = small_cnn(ds.input_shape, ds.num_classes, **opts)
+            model = models.from_spec(rec.model, ds.input_shape, ds.num_classes, seed=seed)
             fit(model, ds, train_cfg, seed=seed)
             acc0 = models.accuracy(model, ds.x_test, ds.y_test)
             base_path = tmp / f"base{seed}.tflite"
