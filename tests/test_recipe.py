@@ -177,6 +177,9 @@ def test_full_to_json_does_not_parse_back():
     ("[{prune: {method: channels}}, {export: {modes: [fp32]}}, nas]", "r.yaml:7: stages.0.prune: "
      "works on the model before the recipe trains one (the nas stage at stages.2); move prune "
      "after it, or set model: to a trained model file"),
+    ("[{adapt: {latency_ratio: 0.5}}, train]", "r.yaml:7: stages.0.adapt: works on the model before the recipe trains "
+     "one (the train stage at stages.1); move adapt after it, or set model: to a trained model "
+     "file"),
     ("[report, report]", "r.yaml:7: stages.0.report: no stage before it writes a model or file "
      "to report on; put report after the stages it is about"),
     ("[profile, export]", "r.yaml:7: stages.0.profile: no stage before it writes a .tflite to "

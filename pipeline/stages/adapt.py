@@ -348,6 +348,7 @@ class Adapt(Stage):
     help = ("NetAdapt: prune channels until the latency measured on a target meets a budget, "
             "fine-tune, pick the quantization; saves model.keras and the chosen .tflite")
     makes = ("keras", "tflite")
+    uses_model = True  # it shrinks a trained model: after the recipe's training
 
     @classmethod
     def input_paths(cls, cfg: AdaptConfig, recipe) -> list[str]:
