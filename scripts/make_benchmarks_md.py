@@ -3,8 +3,8 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas", "devices",
-         "emulated_pi", "tasks", "latency", "adapt"]
+ORDER = ["foundation", "runner", "channels", "prune_digits", "compress", "distill", "nas",
+         "recipes_seeds", "devices", "emulated_pi", "tasks", "latency", "adapt"]
 
 
 def main() -> None:

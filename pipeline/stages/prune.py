@@ -130,10 +130,13 @@ def _tfmot_kwargs(cfg: PruneConfig) -> dict[str, Any]:
 
 def _fit(model, ds, cfg: PruneConfig, seed: int, targets, callbacks=(), prefix="prune") -> dict:
     """Fine-tune on `targets`: the labels, or (task fidelity) the outputs of the model pruning
-    started from."""
+    started from. TF-MOT's masks reach their target sparsity only at the end of the schedule,
+    so magnitude and m_by_n keep the last epoch, channels (already pruned) its best one."""
     from pipeline.training import fit
 
-    return fit(model, ds, cfg, seed=seed, callbacks=callbacks, prefix=prefix, targets=targets)
+    keep = "best" if cfg.method == "channels" else "last"
+    return fit(model, ds, cfg, seed=seed, callbacks=callbacks, prefix=prefix, targets=targets,
+               keep=keep)
 
 
 def _magnitude(model, ds, cfg: PruneConfig, seed: int, targets) -> tuple[Any, dict]:
