@@ -109,7 +109,8 @@ def main(argv):
         info = {}
         if epochs and len(model.outputs) == 1:
             probs = model.layers[-1].get_config().get("activation") == "softmax"
-            model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=not probs))
+            model.compile(keras.optimizers.Adam(0.005),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=not probs))
             model.fit(x_tr, y_tr, batch_size=32, verbose=0,
                       epochs=max(1, epochs // 10) if name in BIG else epochs)
             info["accuracy"] = float(np.mean(model.predict(x_te, verbose=0).argmax(-1) == y_te))

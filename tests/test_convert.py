@@ -129,3 +129,18 @@ def test_recipe_paths_are_relative_to_the_recipe_file(tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:
         models.load_model(r.model.path)
     assert str(e.value) == "model file not found: project/models/m.keras"
+
+
+def test_keras3_copy_of_a_functional_model_nesting_another(tmp_path):
+    """tf_keras numbers a nested functional model's nodes from 1 in its parent's config (node 0 is
+    its own construction): the nested model's output was never found (regression)."""
+    import tf_keras
+
+    from pipeline.modelio.save import save_keras3
+
+    i = tf_keras.Input((8, 8, 1))
+    inner = tf_keras.Model(i, tf_keras.layers.Conv2D(4, 3)(i), name="inner")
+    inp = tf_keras.Input((8, 8, 1))
+    out = tf_keras.layers.Dense(3)(tf_keras.layers.GlobalAveragePooling2D()(inner(inp)))
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    assert save_keras3(tf_keras.Model(inp, out), tmp_path / "n.keras", x) <= 1e-5

@@ -142,15 +142,17 @@ class _Builder:
             tf_layer.set_weights(src)
 
 
-def replay(model_name: str, specs, tensors: dict, call) -> None:
+def replay(model_name: str, specs, tensors: dict, call, first=lambda name: 0) -> None:
     """Call each layer at each of its nodes once the node's input tensors exist.
 
     specs: [(layer name, [{"args": [...], "kwargs": {...}}, ...])] with inputs as serialized
     Keras tensors (`__keras_tensor__` with keras_history [layer, node, index]); tensors:
     (layer, node) → output list, holding the model's inputs; call(name, args, kwargs) → outputs.
-    Shared layers can need a later layer's output, hence the rounds.
+    Shared layers can need a later layer's output, hence the rounds. `first(name)`: the index
+    the config gives a layer's first node (tf_keras counts a nested model's nodes from 1).
     """
-    todo = [(name, i, node) for name, nodes in specs for i, node in enumerate(nodes)]
+    todo = [(name, first(name) + i, node) for name, nodes in specs
+            for i, node in enumerate(nodes)]
     while todo:
         left = []
         for name, i, node in todo:

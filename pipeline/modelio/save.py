@@ -167,7 +167,10 @@ class _Builder:
                 tensors[(spec["name"], 0)] = [self.input(by_name[spec["name"]])]
             else:
                 specs.append((spec["name"], [_node(n) for n in spec["inbound_nodes"]]))
-        replay(m.name, specs, tensors, lambda name, a, kw: self.call(by_name[name], a, kw))
+        from tf_keras.src.engine.functional import _should_skip_first_node
+
+        replay(m.name, specs, tensors, lambda name, a, kw: self.call(by_name[name], a, kw),
+               first=lambda name: int(_should_skip_first_node(by_name[name])))
         ins = [_ref(r, tensors) for r in _refs(config["input_layers"])]
         outs = [_ref(r, tensors) for r in _refs(config["output_layers"])]
         return self.keras.Model(ins if len(ins) > 1 else ins[0],
