@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -10,6 +13,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.errors import UserError, did_you_mean
+
+log = logging.getLogger("edgepipe")
 
 
 class DatasetSpec(BaseModel):
@@ -26,6 +31,8 @@ class DatasetSpec(BaseModel):
     test_split: float = Field(0.2, gt=0, lt=1)
     calibration_size: int = Field(200, ge=1, description="samples drawn from train for int8 calibration")
     train_fraction: float = Field(1.0, gt=0, le=1, description="keep this fraction of training samples")
+    skip_bad_images: bool = Field(False, description="image_dir: skip files that do not decode "
+                                  "(with a warning and a count) instead of refusing the dataset")
     target: Literal["class", "value", "class+value"] = Field(
         "class", description="digits: the class label; its value as a float (regression); or "
                              "both, as targets of the outputs `class` and `value`")
@@ -43,6 +50,8 @@ class DatasetSpec(BaseModel):
     def _target_of_digits(self) -> "DatasetSpec":
         if self.target != "class" and self.name != "digits":
             raise ValueError(f"target applies to dataset digits, not {self.name}")
+        if self.skip_bad_images and self.name != "image_dir":
+            raise ValueError(f"skip_bad_images applies to dataset image_dir, not {self.name}")
         return self
 
 
@@ -137,15 +146,57 @@ def _load_npz(spec: DatasetSpec):
     p = Path(spec.path)
     if not p.is_file():
         raise UserError(f"dataset file not found: {p}")
+    return npz_arrays(_read_npz(p), p, spec)
+
+
+_RESAVE = "re-create it with numpy.savez(path, x=images, y=labels)"
+_ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+class _Npz:
+    """An open .npz whose arrays read with one clear line on error (a pickle, a cut file)."""
+
+    def __init__(self, path: Path, npz):
+        self.path, self.npz, self.files = path, npz, npz.files
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.npz[name]
+        except ValueError as e:
+            if "allow_pickle" in str(e):  # numpy: "Object arrays cannot be loaded when ..."
+                raise UserError(f"{self.path}: array {name!r} holds Python objects (a pickle), "
+                                f"which edgepipe does not load because unpickling can run code; "
+                                f"save plain numeric arrays ({_RESAVE})") from None
+            raise UserError(f"cannot read array {name!r} of {self.path}: truncated or corrupt "
+                            f"({e}); {_RESAVE}") from None
+        except _ZIP_ERRORS as e:
+            raise UserError(f"cannot read array {name!r} of {self.path}: truncated or corrupt "
+                            f"({type(e).__name__}: {e}); {_RESAVE}") from None
+
+
+def _read_npz(p: Path) -> _Npz:
+    """Open an .npz (a zip of .npy files); anything else is named for what it is (numpy calls
+    any non-zip file "pickled data")."""
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if head.startswith(b"\x93NUMPY"):
+        raise UserError(f"{p} is a single .npy array, not an .npz of named arrays; {_RESAVE}")
+    if not head.startswith(b"PK"):
+        raise UserError(f"{p} is not an .npz file (not a zip archive of arrays); {_RESAVE}")
     try:
-        z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {p} as .npz: {e}") from None
-    return npz_arrays(z, p, spec)
+        return _Npz(p, np.load(p, allow_pickle=False))
+    except _ZIP_ERRORS as e:
+        raise UserError(f"cannot read {p} as .npz: truncated or corrupt ({type(e).__name__}: "
+                        f"{e}); {_RESAVE}") from None
 
 
 def _as_images(x: np.ndarray, spec: DatasetSpec) -> np.ndarray:
     x = x.astype(np.float32)
+    if not np.isfinite(x).all():  # trained on, they give accuracy 0.0 and NaN in the metrics
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        raise UserError(f"{spec.path}: NaN or infinite input values in {int(bad.sum())} of "
+                        f"{len(x)} samples (the first is sample {int(bad.argmax())}); replace or "
+                        f"drop them")
     if x.ndim == 2:  # vectors (tabular features): no pixels to scale or resize
         return x
     if x.max(initial=0) > 1.5:  # 0..255 pixels
@@ -153,20 +204,62 @@ def _as_images(x: np.ndarray, spec: DatasetSpec) -> np.ndarray:
     return _resize(x, spec.input_size, spec.channels)
 
 
+IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what tf.io.decode_image reads
+
+
+def _image_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, class names): one class per sub-folder, in name order, as Keras'
+    image_dataset_from_directory indexes them (hidden folders ignored, files in name order)."""
+    import os
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for i, name in enumerate(classes):
+        found = sorted(Path(dirpath) / f for dirpath, _, names in os.walk(root / name)
+                       for f in names if f.lower().endswith(IMAGE_FORMATS))
+        if not found:  # a class with nothing to learn or test would be an output never trained
+            raise UserError(f"image_dir {root}: class folder {name!r} has no images "
+                            f"({' '.join(IMAGE_FORMATS)}); add images to it or remove it")
+        files += found
+        labels += [i] * len(found)
+    return files, labels, classes
+
+
 def _load_image_dir(spec: DatasetSpec):
-    if not spec.path or not Path(spec.path).is_dir():
+    root = Path(spec.path or "")
+    if not spec.path or not root.is_dir():
         raise UserError(f"dataset image_dir needs `path:` to a folder with one sub-folder per "
                         f"class; not a folder: {spec.path}")
-    import tf_keras as keras
+    import tensorflow as tf
 
-    size = spec.input_size or (64, 64)
-    mode = "grayscale" if spec.channels == 1 else "rgb"
-    ds = keras.utils.image_dataset_from_directory(
-        spec.path, image_size=size, color_mode=mode, batch_size=None, shuffle=False)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds]) if ds.cardinality() else ((), ())
-    if not xs:
+    files, labels, classes = _image_files(root)
+    if not files:
         raise UserError(f"no images found under {spec.path}")
-    return np.stack(xs).astype(np.float32) / 255.0, np.array(ys, dtype=np.int64), None
+    size, channels = spec.input_size or (64, 64), spec.channels or 3
+    xs, ys, skipped = [], [], []
+    for f, label in zip(files, labels):
+        try:
+            img = tf.io.decode_image(f.read_bytes(), channels=channels, expand_animations=False)
+        except tf.errors.InvalidArgumentError:  # not an image, truncated, or unknown format
+            if not spec.skip_bad_images:
+                raise UserError(f"image_dir {root}: cannot decode {f.relative_to(root)} (not a "
+                                f"valid image); fix or remove it, or set skip_bad_images: true "
+                                f"in the dataset") from None
+            skipped.append(str(f.relative_to(root)))
+            continue
+        xs.append(tf.image.resize(img, size, method="bilinear").numpy())
+        ys.append(label)
+    if skipped:
+        log.warning("image_dir %s: skipped %d of %d images that do not decode: %s", root,
+                    len(skipped), len(files), ", ".join(skipped[:5]) + (" ..." * (len(skipped) > 5)))
+    if not xs:
+        raise UserError(f"image_dir {root}: none of its {len(files)} images decodes")
+    missing = sorted(set(range(len(classes))) - set(ys))
+    if missing:
+        raise UserError(f"image_dir {root}: every image of class folder {classes[missing[0]]!r} "
+                        f"was skipped as unreadable; fix its images or remove it")
+    x = np.stack(xs).astype(np.float32) / 255.0
+    return x, np.array(ys, dtype=np.int64), None
 
 
 def _load_tfds(spec: DatasetSpec):
@@ -193,6 +286,9 @@ def _labels(y: np.ndarray) -> np.ndarray:
     """Integer class labels as int64; any other target (floats, maps) as float32, shape kept."""
     y = np.asarray(y)
     if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        if y.size and y.min() < 0:  # was a TensorFlow InvalidArgumentError mid-training
+            raise UserError(f"integer labels are class indices 0, 1, 2, ...; found {int(y.min())} "
+                            f"(map your classes to 0..N-1, or give float targets for regression)")
         return y.astype(np.int64)
     return y.astype(np.float32)
 
@@ -232,6 +328,10 @@ def npz_arrays(z, p: Path, spec: DatasetSpec):
     _check_lengths(p, x, y)
     if test is not None:
         _check_lengths(p, *test)
+    for part in (x, *(test[:1] if test is not None else ())):
+        if not len(next(iter(part.values())) if isinstance(part, dict) else part):
+            raise UserError(f"{p}: a split has no samples (zero rows); the dataset needs samples "
+                            f"to train and test on")
     return x, y, test
 
 

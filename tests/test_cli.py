@@ -228,3 +228,28 @@ def test_run_says_what_was_skipped_and_status_shows_report_files(cli, tmp_path):
     rows = [ln.split()[:4] for ln in cli("status", "run").stdout.splitlines()]
     assert rows == [["01_train", "done", "1", "artifact"],
                     ["02_report", "done", "report.html,", "report.json,"]]
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("y", "integer labels are class indices 0, 1, 2, ...; found -3 (map your classes to 0..N-1, "
+          "or give float targets for regression)"),
+    ("x", "{npz}: NaN or infinite input values in 1 of 30 samples (the first is sample 0); "
+          "replace or drop them"),
+])
+def test_run_on_bad_data_is_one_line_and_writes_nothing(cli, tmp_path, change, problem):
+    """Issue 12: through `edgepipe run`, bad data is exit 2, one line, and no run folder (was: a
+    TensorFlow traceback for label -3; exit 0 with accuracy 0.0 and bare NaN in JSON for NaN)."""
+    import numpy as np
+
+    x, y = np.zeros((30, 8, 8), np.float32), np.arange(30) % 3
+    if change == "y":
+        y[0] = -3
+    else:
+        x[0, 0, 0] = np.nan
+    np.savez(tmp_path / "bad.npz", x=x, y=y)
+    recipe = write_recipe(tmp_path, TINY_RECIPE.replace(
+        "dataset: {name: digits, input_size: [8, 8], channels: 1}",
+        "dataset: {name: npz, path: bad.npz}"))
+    r = cli("run", recipe, "--out", "out")
+    _one_line_error(r, problem.format(npz=tmp_path / "bad.npz"))
+    assert not (tmp_path / "out").exists()
