@@ -10,6 +10,7 @@ is missing; under CI=true they fail. The boards are started here and stopped at 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -25,7 +26,11 @@ from tests.tiny_tflite import mlp
 
 pytestmark = pytest.mark.emulated_pi
 
-BOARDS = {"pytest-pi4": "cortex-a72", "pytest-pi5": "cortex-a76"}
+# Names of this test session's own: two sessions on one machine (CI and a developer) share the
+# cached root but never a board, a port or a workdir.
+TAG = os.getpid()
+PI4, PI5, LITERT = f"pytest-pi4-{TAG}", f"pytest-pi5-{TAG}", f"pytest-litert-{TAG}"
+BOARDS = {PI4: "cortex-a72", PI5: "cortex-a76"}
 FAST = "min_runs: 3, min_seconds: 0.0, warmup: 1, verify_samples: 16"
 
 
@@ -50,22 +55,22 @@ def emu(tmp_path_factory):
     boards = {}
     try:
         for name, cpu in BOARDS.items():
-            b = boards[name] = emulate.start(name, cpu=cpu)
-            shutil.rmtree(b.root / "root" / f"edgepipe-{name}", ignore_errors=True)
+            boards[name] = emulate.start(name, cpu=cpu)
         entries = {n: b.entry() for n, b in boards.items()}
         # one install serves both CPU models (what QEMU emulates is not in the files)
-        entries["pytest-pi5"]["workdir"] = entries["pytest-pi4"]["workdir"]
+        entries[PI5]["workdir"] = entries[PI4]["workdir"]
         # the same board, set up with the other runtime in its own workdir
-        entries["pytest-litert"] = {**entries["pytest-pi4"], "runtime": "ai-edge-litert",
-                                    "workdir": "~/edgepipe-pytest-litert"}
-        shutil.rmtree(boards["pytest-pi4"].root / "root/edgepipe-pytest-litert",
-                      ignore_errors=True)
+        entries[LITERT] = {**entries[PI4], "runtime": "ai-edge-litert",
+                           "workdir": f"~/edgepipe-{LITERT}"}
         inv = folder / "devices.yaml"
         inv.write_text(yaml.safe_dump({"devices": entries}))
         yield {"inv": inv, "boards": boards, "dir": folder}
     finally:
-        for name in boards:
+        for name, b in boards.items():  # the boards, their keys and workdirs: nothing is left
             emulate.stop(name)
+            for p in (b.client, b.root / b.inside.lstrip("/"), b.root / "root" / f"edgepipe-{name}",
+                      b.root / "root" / f"edgepipe-{LITERT}"):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _cli(*args):
@@ -73,16 +78,16 @@ def _cli(*args):
 
 
 def test_second_start_is_harmless_and_prints_the_entry(emu):
-    r = _cli("devices", "emulate", "start", "pytest-pi4", "--cpu", "cortex-a72")
+    r = _cli("devices", "emulate", "start", PI4, "--cpu", "cortex-a72")
     assert r.exit_code == 0, r.output
-    b = emu["boards"]["pytest-pi4"]
-    assert r.stderr.splitlines()[0] == f"pytest-pi4 is already running: {b.describe()}"
-    assert yaml.safe_load(r.stdout) == {"devices": {"pytest-pi4": b.entry()}}
-    r = _cli("devices", "emulate", "start", "pytest-pi4", "--cpu", "cortex-a76")
+    b = emu["boards"][PI4]
+    assert r.stderr.splitlines()[0] == f"{PI4} is already running: {b.describe()}"
+    assert yaml.safe_load(r.stdout) == {"devices": {PI4: b.entry()}}
+    r = _cli("devices", "emulate", "start", PI4, "--cpu", "cortex-a76")
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1] == (
-        "error: pytest-pi4 is running as cortex-a72 on port "
-        f"{b.port}; stop it first: edgepipe devices emulate stop pytest-pi4")
+        f"error: {PI4} is running as cortex-a72 on port "
+        f"{b.port}; stop it first: edgepipe devices emulate stop {PI4}")
 
 
 def test_check_says_emulated_and_which_cpu(emu):
@@ -96,7 +101,7 @@ def test_check_says_emulated_and_which_cpu(emu):
         assert (e["emulator"], e["machine"], e["host_arch"], e["qemu_cpu"]) == (
             "qemu-user", "aarch64", "x86_64", cpu)
         assert c["cpu_model"].startswith(f"{cpu} emulated by QEMU (aarch64) on ")
-    r = _cli("devices", "check", "pytest-pi5", "--devices", emu["inv"])
+    r = _cli("devices", "check", PI5, "--devices", emu["inv"])
     lines = r.output.splitlines()
     assert "cpu cortex-a76 emulated by QEMU (aarch64) on " in lines[1]
     assert lines[2].strip().startswith("EMULATED: the kernel is x86_64 (/proc/sys/kernel/arch) "
@@ -106,7 +111,7 @@ def test_check_says_emulated_and_which_cpu(emu):
 
 @pytest.fixture(scope="module")
 def ready(emu):
-    """`devices setup` on pytest-pi4 (pip installs), then on pytest-pi5 (same workdir: found)."""
+    """`devices setup` on the Pi 4 (pip installs), then on the Pi 5 (same workdir: found)."""
     out = {}
     for name in BOARDS:
         r = _cli("devices", "setup", name, "--devices", emu["inv"], "--json")
@@ -126,9 +131,9 @@ def test_setup_installs_tflite_runtime_214_wheels_on_aarch64(ready):
 
 def test_setup_ai_edge_litert_on_aarch64(emu):
     """ai-edge-litert 2.3 has a cp311 manylinux_2_27_aarch64 wheel: it installs and runs."""
-    r = _cli("devices", "setup", "pytest-litert", "--devices", emu["inv"], "--json")
+    r = _cli("devices", "setup", LITERT, "--devices", emu["inv"], "--json")
     assert r.exit_code == 0, r.output
-    got = json.loads(r.stdout)["devices"]["pytest-litert"]
+    got = json.loads(r.stdout)["devices"][LITERT]
     assert got["runtime"] == "ai-edge-litert" and got["info"]["runtime"]["backend"] == "litert"
     assert got["info"]["emulated"]["qemu_cpu"] == "cortex-a72"
 
@@ -142,13 +147,13 @@ def test_deploy_profile_and_verify_say_emulated(emu, ready, tmp_path):
     model.write_bytes(mlp((1, 8, 8, 1), (32, 10), seed=3))
     x = (load_digits().images[:16, :, :, None] / 16.0).astype(np.float32)
     golden = host_golden(model, x, tmp_path / "g.npz")
-    r = _cli("deploy", model, "--device", "pytest-pi5", "--devices", emu["inv"])
+    r = _cli("deploy", model, "--device", PI5, "--devices", emu["inv"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.startswith("pytest-pi5: edgepipe-pytest-pi4/models/")  # the shared workdir
-    r = _cli("profile", model, "--device", "pytest-pi5", "--golden", golden, "--devices",
+    assert r.stdout.startswith(f"{PI5}: edgepipe-{PI4}/models/")  # the shared workdir
+    r = _cli("profile", model, "--device", PI5, "--golden", golden, "--devices",
              emu["inv"], "--min-runs", 3, "--min-seconds", 0, "--warmup", 1)
     assert r.exit_code == 0, r.output
-    d = json.loads(r.stdout)["devices"]["pytest-pi5"]
+    d = json.loads(r.stdout)["devices"][PI5]
     assert d["emulated"] is True and d["verify"]["passed"] is True
     assert d["bench"]["warnings"][0].startswith("emulated CPU (cortex-a76 emulated by QEMU")
     assert "EMULATED CPU: not a board's latency" in r.stderr
@@ -156,7 +161,7 @@ def test_deploy_profile_and_verify_say_emulated(emu, ready, tmp_path):
 
 @pytest.mark.slow
 def test_recipe_fp32_and_int8_on_host_and_both_emulated_cpus(emu, ready, tmp_path):
-    """`profile: {targets: [host, pytest-pi4, pytest-pi5]}`: each file is verified on each
+    """`profile: {targets: [host, <pi4>, <pi5>]}`: each file is verified on each
     emulated CPU against the host's outputs on real digits; the boards' latencies are marked
     emulated and a latency gate no board could meet is not applied to them."""
     from pipeline import engine, recipe
@@ -165,8 +170,8 @@ def test_recipe_fp32_and_int8_on_host_and_both_emulated_cpus(emu, ready, tmp_pat
             "model: {zoo: small_cnn, options: {filters: [8], dense: 16, dropout: 0.0}}\n"
             f"devices: {emu['inv']}\nstages:\n  - train: {{epochs: 2, batch_size: 64}}\n"
             "  - export: {modes: [fp32, int8]}\n"
-            f"  - profile: {{{FAST}, targets: [host, pytest-pi4, pytest-pi5], "
-            "max_latency_ms: {host: 1000, pytest-pi4: 0.000001, pytest-pi5: 0.000001}}\n"
+            f"  - profile: {{{FAST}, targets: [host, {PI4}, {PI5}], "
+            f"max_latency_ms: {{host: 1000, {PI4}: 0.000001, {PI5}: 0.000001}}}}\n"
             "  - report: {}\n")
     run_dir = tmp_path / "run"
     records = engine.run(recipe.parse(text), run_dir, recipe_text=text)
@@ -179,5 +184,5 @@ def test_recipe_fp32_and_int8_on_host_and_both_emulated_cpus(emu, ready, tmp_pat
             assert s["emulated"] is True and s["verify"]["passed"] is True, (path, name, s)
             assert s["verify"]["n"] == 16
     md = (next(r for r in records if r.name == "report").dir / "report.md").read_text()
-    assert "p50 ms (pytest-pi4, EMULATED) | p50 ms (pytest-pi5, EMULATED)" in md
-    assert "- pytest-pi5: the CPU was emulated (QEMU on the host)" in md
+    assert f"p50 ms ({PI4}, EMULATED) | p50 ms ({PI5}, EMULATED)" in md
+    assert f"- {PI5}: the CPU was emulated (QEMU on the host)" in md
