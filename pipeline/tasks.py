@@ -452,6 +452,15 @@ def output_units(dataset) -> int | None:
     return int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
 
 
+def student_units(dataset, teacher) -> int | None:
+    """`num_classes` for a student of `teacher`: the data's (`output_units`), or for x-only data
+    the size of the teacher's one output, so the student can match what it is distilled from."""
+    units = output_units(dataset)
+    if units is None and len(teacher.outputs) == 1:
+        units = int(np.prod(teacher.outputs[0].shape[1:]))
+    return units
+
+
 def require_classification(spec: TaskSpec | None, dataset, what: str) -> None:
     """`what` (nas) searches classifiers only: one line when the task is another."""
     name = spec.name if spec is not None and spec.name else None

@@ -378,3 +378,25 @@ def test_qat_ranges_start_from_the_float_model_also_for_a_stripped_model_in_memo
     hi = next(v for v in qat.get_layer("quant_out").non_trainable_weights
               if v.name.endswith("post_activation_max:0"))
     assert top > 100 and float(hi.numpy()) == pytest.approx(top, rel=1e-5)
+
+
+def test_adhoc_distill_of_a_fidelity_task_judges_the_student_against_the_teacher(tmp_path):
+    """An x-only npz (no labels): the summary line crashed formatting a missing teacher score."""
+    import re
+
+    from click.testing import CliRunner
+
+    from pipeline import models
+    from pipeline.cli import main
+
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((200, 4)).astype(np.float32))
+    teacher = models.from_spec({"zoo": "mlp", "options": {"hidden": [16]}}, (4,), 3)
+    teacher.save(tmp_path / "t.keras")
+    r = CliRunner().invoke(main, ["distill", "--teacher", str(tmp_path / "t.keras"), "--student",
+                                  "{zoo: mlp, options: {hidden: [4]}}", "--data",
+                                  str(tmp_path / "x.npz"), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert re.fullmatch(r".*t_student\.keras: student snr_db -?[0-9.]+ \(against the teacher's "
+                        r"outputs\), [0-9]+ params \([0-9.]+x fewer than the teacher's [0-9]+\).*",
+                        line), line

@@ -97,19 +97,25 @@ def distill(teacher_path, student_spec, data, out, temperature, alpha, epochs, b
     require_layers(teacher, "distill (its teacher)")
     ds = dataset_for_model(data, teacher, seed=seed)
     student = models.from_spec(cfg.student, input_shape=ds.input_shape,
-                               num_classes=tasks.output_units(ds), seed=seed)
+                               num_classes=tasks.student_units(ds, teacher), seed=seed)
     p = ds.task.primary
-    t_acc = tasks.keras_metrics(teacher, ds).get(p)
+    # A fidelity task has no labels: the student is judged against the teacher's outputs (the
+    # teacher, its own reference, has no score).
+    reference = tasks.predict(teacher, ds.x_test)
+    t_acc = tasks.evaluate(ds.task, reference, ds.y_test).get(p)
     summary = run_distill(teacher, student, ds, cfg, seed=seed)
     saved = save_keras(student, dest, ds.x_test)
     t_params, s_params = models.count_params(teacher)[0], models.count_params(student)[0]
-    m = {"path": str(dest), p: tasks.keras_metrics(student, ds).get(p),
+    m = {"path": str(dest),
+         p: tasks.evaluate(ds.task, tasks.predict(student, ds.x_test), ds.y_test,
+                           reference=reference).get(p),
          "params": s_params, f"teacher_{p}": t_acc, "teacher_params": t_params,
          "compression": round(t_params / max(1, s_params), 3), **saved, **summary}
     if as_json:
         click.echo(json_text(m, indent=2))
     else:
-        click.echo(f"{dest}: student {p} {m[p]:.4f} (teacher {t_acc:.4f}), "
+        versus = f"teacher {t_acc:.4f}" if t_acc is not None else "against the teacher's outputs"
+        click.echo(f"{dest}: student {p} {m[p]:.4f} ({versus}), "
                    f"{s_params} params ({m['compression']:.1f}x fewer than the teacher's "
                    f"{t_params}){keras3_note(m)}")
 
