@@ -122,3 +122,19 @@ def test_killed_adapt_resumes_and_an_unmeetable_budget_names_the_closest(tmp_pat
         rf"start\) at validation accuracy {best['val_accuracy']:.4f}; that model is kept in "
         rf"{re.escape(str(kept))}; raise the budget or lower min_channels", last), last
     assert not (tmp_path / "a.keras").exists()
+
+
+def test_a_model_under_the_budget_but_not_under_the_aim_meets_it(tmp_path):
+    """The margin is an aim: when no iteration is left, 0.48 x under a 0.5 x budget (aim 0.45 x)
+    is met, not refused as 'cannot be met'."""
+    from pipeline.stages.adapt import AdaptConfig, Budget, _iterate, _State
+
+    cfg = AdaptConfig(latency_ratio=0.5, margin=0.1, max_iterations=1)
+    state = _State(tmp_path)
+    state.data["start"] = {"base_ms": 1.0, "ms": 1.0}
+    state.iterations.append({"iteration": 1, "base_ms": 1.0, "ms": 0.48})
+    model = object()
+    args = (None, cfg, state, None, None, None, Budget(cfg), None, 0, print)
+    assert _iterate(model, *args) == (model, True)
+    state.iterations[-1]["ms"] = 0.52  # over the budget itself: not met
+    assert _iterate(model, *args) == (model, False)

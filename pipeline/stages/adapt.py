@@ -164,8 +164,9 @@ def _iterate(cur, ds, cfg, state: _State, target, predictor, grid, budget, base_
         if cur_ms <= budget.limit(base_ms, aim=True):
             return cur, True
         i = len(state.iterations)
+        # the margin is only an aim: a model that can shrink no further is judged by the budget
         if i >= cfg.max_iterations:
-            return cur, False
+            return cur, cur_ms <= budget.limit(base_ms)
         ops, graph0, _ = model_ops(cur)
 
         def latency(graph, counts):
@@ -175,7 +176,7 @@ def _iterate(cur, ds, cfg, state: _State, target, predictor, grid, budget, base_
         goal = max(budget.limit(base_ms, aim=True), cur_ms - cfg.step * cfg.decay ** i * base_ms)
         props = netadapt.proposals(cur, grid, latency, goal / scale)
         if not props:
-            return cur, False
+            return cur, cur_ms <= budget.limit(base_ms)
         best = None
         for j, p in enumerate(props):
             cand = netadapt.apply(cur, p, cfg.criterion, data)
