@@ -311,7 +311,8 @@ def _configure(b: Board) -> None:
     # the line `ssh -o StrictHostKeyChecking=accept-new` would add on first contact
     (b.client / "known_hosts").write_text(f"[127.0.0.1]:{b.port} {host_pub[0]} {host_pub[1]}\n")
     (b.client / "devices.yaml").write_text(b.devices_yaml())
-    (b.client / "board.json").write_text(json.dumps({"cpu": b.cpu, "port": b.port}) + "\n")
+    (b.client / "board.json").write_text(
+        json.dumps({"cpu": b.cpu, "port": b.port}, allow_nan=False) + "\n")
 
 
 def _wait_for_sshd(b: Board) -> None:
