@@ -465,7 +465,11 @@ def test_cli_verify_exit_codes(edge_models, goldens, tmp_path, capsys):
     golden.write_golden(bad, g["inputs"], g["outputs"] * 0.5, "fp32")
     assert cli.main(["verify", str(edge_models["fp32"]), str(bad)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("FAIL  ") and "  - max abs difference" in out
+    assert re.fullmatch(
+        r"FAIL  \S+/fp32\.tflite vs \S+/bad\.npz\n"
+        r"mode fp32, n 64, max abs diff [0-9.]+ \(tolerance 0\.0001\), mean abs diff [0-9.]+, "
+        r"argmax agreement n/a\nruntime \S+ \S+, threads 1\n"
+        r"  - max abs difference [0-9.]+ > tolerance 0\.0001\n", out), out
     assert cli.main(["verify", str(edge_models["fp32"]), str(bad), "--atol", "1"]) == 0
     assert capsys.readouterr().out.startswith("PASS  ")
 

@@ -96,8 +96,9 @@ def test_space_to_hyperparameters_and_zoo_options():
     model, _ = S.build(values, 2, (8, 8, 1), 10)
     assert model.input_shape == (None, 8, 8, 1) and model.get_layer("resize").output_shape == (
         None, 4, 4, 1)
-    assert S.describe(values, 2).startswith("width=0.5 blocks=1/0 kernel=5/3 expansion=2 "
-                                            "resolution=4")
+    assert S.describe(values, 2) == ("width=0.5 blocks=1/0 kernel=5/3 expansion=2 resolution=4 "
+                                     "stem_stride=2 head_channels=64 dropout=0.1 "
+                                     "bn_momentum=0.9 lr=0.01")
 
 
 def test_resolution_must_fit_the_data():
