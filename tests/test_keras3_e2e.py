@@ -77,7 +77,7 @@ def test_keras3_model_through_prune_and_qat(trained, tmp_path):
     assert m["accuracy"] >= acc - 0.01, (m["accuracy"], acc)  # fine-tuned: may also gain
     # TF-MOT cannot quantize a BatchNormalization that follows an activation, nor the layers
     # computing hard_swish: they stay float, as a user of TF-MOT would have them
-    m = cli("quantize", src, "--mode", "qat", "--epochs", "1", "--skip-unsupported",
+    m = cli("quantize", src, "--mode", "qat", "--epochs", "4", "--skip-unsupported",
             "--out", tmp_path / "qat.tflite")
     assert m["accuracy"] >= acc - 0.01, (m["accuracy"], acc)
 
