@@ -1,13 +1,16 @@
 """nas end to end on 8x8 digits: search → best.keras → export follows it; a killed search
 resumes without repeating a finished trial; infeasible constraints end with the closest trials;
-a chief with 2 worker processes on loopback runs every trial exactly once."""
+a chief with 2 worker processes on loopback runs every trial exactly once; `latency: predicted`
+times only the finalists and refuses another target's latency table."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from pipeline import engine, recipe
+from pipeline import search as S
 from pipeline.search import tuner as tuner_lib
 from pipeline.errors import UserError
 
@@ -149,3 +152,90 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path, monkeypatch):
     for tid in ("tuner0", "tuner1"):
         log = (project / f"worker_{tid}.log").read_text()
         assert f"worker {tid}: ran " in log and "the chief said stop" in log
+
+
+def spy_benchmark(monkeypatch) -> list[tuple]:
+    """Every edge-runner timing of this process: (file, p50 ms)."""
+    import edge_runner.bench as bench
+
+    calls, real = [], bench.benchmark
+
+    def spy(path, *args, **kwargs):
+        out = real(path, *args, **kwargs)
+        calls.append((Path(path), out["latency_ms"]["p50"]))
+        return out
+
+    monkeypatch.setattr(bench, "benchmark", spy)
+    return calls
+
+
+def test_predicted_latency_times_only_the_finalists(tmp_path, monkeypatch):
+    """`latency: predicted`: trials are scored from the host's latency table (kept where
+    `edgepipe latency table` keeps it), only the finalists' .tflite files are timed, and the
+    chosen model's latency is one of those measurements, not a prediction."""
+    from pipeline.latency import Timing
+    from pipeline.latency.table import default_path
+    from pipeline.search.latency import FINALIST_ROUNDS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = spy_benchmark(monkeypatch)
+    run_dir = tmp_path / "run"
+    r, text = make(trials=4, more="      latency: predicted\n  - report\n")
+    records = engine.run(r, run_dir, recipe_text=text)
+
+    trials = json.loads((run_dir / "01_nas" / "trials.json").read_text())
+    measured = records[0].metrics["measured_trials"]
+    assert {t["trial_id"] for t in trials if t["latency_source"] == "measured"} == set(measured)
+    assert all(("predicted_latency_ms" in t) == (t["trial_id"] in measured) for t in trials)
+    # the finalists: the front of the predicted figures, and the best trial by prediction
+    predicted = [{**t, "latency_ms": t.get("predicted_latency_ms", t["latency_ms"])}
+                 for t in trials]
+    best = max(predicted, key=lambda t: (t["val_accuracy"], -t["val_loss"], -t["latency_ms"]))
+    assert set(measured) == {p["trial_id"] for p in S.front(predicted)} | {best["trial_id"]}
+
+    timed = [(p, ms) for p, ms in calls if p.name == "model_fp32.tflite"]  # whole trial models
+    ops = [p for p, _ in calls if p.name.startswith("op")]  # the table's ops, once each
+    assert all(ops.count(p) == Timing().rounds for p in ops) and len(timed) + len(ops) == len(calls)
+    assert sorted(p.parent.name for p, _ in timed) == sorted(
+        f"trial_{t}" for t in measured for _ in range(FINALIST_ROUNDS))
+
+    (art,) = records[0].artifacts
+    chosen = art.metrics["nas_trial"]
+    assert chosen in measured and art.metrics["nas_latency_source"] == "measured"
+    assert art.metrics["nas_latency_ms"] == min(ms for p, ms in timed
+                                                if p.parent.name == f"trial_{chosen}")
+    pareto = json.loads((run_dir / "01_nas" / "pareto.json").read_text())
+    assert (pareto["latency"], pareto["measured"], pareto["best"]) == ("predicted", measured, chosen)
+
+    table = json.loads(default_path("host", 1, "fp32").read_text())
+    assert len(table["entries"]) == len(set(ops))
+    assert sorted(m["name"].split(" [")[0] for m in table["models"]) == sorted(
+        f"nas trial {t}" for t in measured)  # samples for the predictor's correction
+    row = next(t for t in trials if t["trial_id"] == chosen)
+    line = (f"- 01_nas/best.keras: nas trial {chosen} [{row['architecture']}], fp32 latency "
+            f"{art.metrics['nas_latency_ms']:.4g} ms measured on this host (predicted "
+            f"{row['predicted_latency_ms']:.4g} ms); the search scored trials by latency "
+            f"predicted from the host latency table and measured its {len(measured)} "
+            f"finalist(s) (trials {', '.join(measured)}) before choosing")
+    assert line in (run_dir / "report.md").read_text().splitlines()
+
+
+def test_predicted_latency_refuses_another_targets_table(tmp_path, monkeypatch):
+    from pipeline.latency import Timing
+    from pipeline.latency.measure import HostTarget
+    from pipeline.latency.table import Table, default_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    here = HostTarget(Timing(), "fp32").identity
+    path = default_path("host", 1, "fp32")
+    Table(path, {**here, "runtime_version": "0.0-other"}).save()
+    before = path.read_bytes()
+    calls = spy_benchmark(monkeypatch)
+    r, text = make(trials=2, more="      latency: predicted\n")
+    with pytest.raises(UserError) as e:
+        engine.run(r, tmp_path / "run", recipe_text=text)
+    assert str(e.value) == (f"latency table {path} was measured for another target: "
+                            f"runtime_version '0.0-other' (here {here['runtime_version']!r}); "
+                            f"give this target its own --table")
+    assert calls == [] and path.read_bytes() == before
+    assert not (tmp_path / "run" / ".nas").exists() and not (tmp_path / "run" / "01_nas").exists()

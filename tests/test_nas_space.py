@@ -54,6 +54,8 @@ def _parse(body: str):
      "r.yaml:6: stages.0.nas.max_trials: Input should be greater than or equal to 1"),
     ("constraints: {max_latency_ms: -1}",
      "r.yaml:6: stages.0.nas.constraints.max_latency_ms: Input should be greater than 0"),
+    ("latency: predicetd",
+     "r.yaml:6: stages.0.nas.latency: Input should be 'measured' or 'predicted'"),
 ])
 def test_bad_settings_are_one_clear_line(body, message):
     with pytest.raises(RecipeError) as e:
@@ -71,6 +73,16 @@ def test_defaults_and_canonical_space():
     assert (cfg.oracle, cfg.max_trials, cfg.quantization) == ("bayesian", 20, "int8")
     # the budget is not part of what the trials' results depend on (raising it continues)
     assert "max_trials" not in cfg.search_settings() and "space" in cfg.search_settings()
+
+
+def test_predicted_latency_is_part_of_the_search_key_measured_keeps_the_old_one():
+    """Trials scored by predicted latency are another search; a search from before `latency:`
+    (measured, the default) keeps its key, so it continues; the table file is not part of it."""
+    measured = _parse("max_trials: 2").stages[0].config
+    predicted = _parse("latency: predicted\ntable: /tmp/t.json").stages[0].config
+    assert (measured.latency, measured.table) == ("measured", None)
+    assert "latency" not in measured.search_settings() and "table" not in measured.search_settings()
+    assert predicted.search_settings() == {**measured.search_settings(), "latency": "predicted"}
 
 
 def test_space_to_hyperparameters_and_zoo_options():

@@ -6,7 +6,7 @@ import pytest
 from pathlib import Path
 
 from pipeline.report import build, render
-from pipeline.report.build import _add_baseline_ratios, measurement_warnings, notes
+from pipeline.report.build import _add_baseline_ratios, measurement_warnings, notes, search_lines
 from pipeline.report.render import html_page, markdown
 from pipeline.records import Artifact, StageRecord
 
@@ -233,3 +233,24 @@ def test_stages_record_the_recipes_own_model_as_source(tmp_path):
     dyn = rows["02_quantize/model_ptq_dynamic.tflite"]
     assert dyn["source"] == rows["01_export/model_fp32.tflite"]["source"] == "recipe:model"
     assert dyn["fp32_same_model"] == "01_export/model_fp32.tflite"
+
+
+def test_the_nas_search_says_which_latencies_were_measured_and_which_predicted():
+    def best(**more):
+        return {"stage": "01_nas", "name": "best", "path": "01_nas/best.keras", "format": "keras",
+                "quantization": None, "params": 100, "nonzero_params": 100, "size_bytes": 4000,
+                "gzip_bytes": 3000, "accuracy": 0.9, "latency_ms": {}, "nas_trial": "3",
+                "architecture": "width=0.5", "nas_quantization": "int8",
+                "nas_latency_ms": 1.25, "nas_latency_source": "measured", **more}
+
+    assert search_lines([best(nas_latency="measured")]) == [
+        "01_nas/best.keras: nas trial 3 [width=0.5], int8 latency 1.25 ms measured on this host; "
+        "every trial's latency was measured"]
+    rows = [best(nas_latency="predicted", nas_predicted_latency_ms=1.5,
+                 nas_measured_trials=["1", "3"])]
+    line = ("01_nas/best.keras: nas trial 3 [width=0.5], int8 latency 1.25 ms measured on this "
+            "host (predicted 1.5 ms); the search scored trials by latency predicted from the host "
+            "latency table and measured its 2 finalist(s) (trials 1, 3) before choosing")
+    assert search_lines(rows) == [line]
+    assert f"## Architecture search\n\n- {line}\n" in markdown(_report(rows))
+    assert "<h2>Architecture search</h2><ul><li>" in html_page(_report(rows), None)

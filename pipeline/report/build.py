@@ -196,6 +196,26 @@ def layer_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def search_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """What the nas stage chose, and which of its latencies were measured or predicted."""
+    out = []
+    for r in rows:
+        if r["format"] != "keras" or r.get("nas_trial") is None:
+            continue
+        line = (f"{r['path']}: nas trial {r['nas_trial']} [{r.get('architecture')}], "
+                f"{r.get('nas_quantization')} latency {r['nas_latency_ms']:.4g} ms "
+                f"{r.get('nas_latency_source', 'measured')} on this host")
+        if r.get("nas_latency") == "predicted":
+            measured = r.get("nas_measured_trials") or []
+            line += (f" (predicted {r['nas_predicted_latency_ms']:.4g} ms); the search scored "
+                     f"trials by latency predicted from the host latency table and measured its "
+                     f"{len(measured)} finalist(s) (trials {', '.join(measured)}) before choosing")
+        else:
+            line += "; every trial's latency was measured"
+        out.append(line)
+    return out
+
+
 def io_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The input/output type of each int8 .tflite, and why (given, or the task's default)."""
     return [f"{r['path']}: {r['io']} inputs and outputs ({r.get('io_reason', 'given')})"

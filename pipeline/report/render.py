@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.report.build import (emulated_lines, emulated_targets, io_lines, layer_lines,
-                                   measurement_warnings, notes, task_of)
+                                   measurement_warnings, notes, search_lines, task_of)
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -62,6 +62,9 @@ def markdown(report: dict[str, Any]) -> str:
     io = io_lines(report["artifacts"])
     if io:
         lines += ["", "## int8 inputs and outputs", ""] + [f"- {x}" for x in io]
+    ss = search_lines(report["artifacts"])
+    if ss:
+        lines += ["", "## Architecture search", ""] + [f"- {x}" for x in ss]
     ls = layer_lines(report["artifacts"])
     if ls:
         lines += ["", "## Per layer (prune, cluster, adapt)", ""] + [f"- {x}" for x in ls]
@@ -140,6 +143,7 @@ def html_page(report: dict[str, Any], png: bytes | None, run_dir: Path | None = 
     ws = "".join(f"<li>{esc(w)}</li>" for w in measurement_warnings(report["artifacts"]))
     es = "".join(f"<li>{esc(e)}</li>" for e in emulated_lines(report["artifacts"]))
     ls = "".join(f"<li>{esc(x)}</li>" for x in layer_lines(report["artifacts"]))
+    ss = "".join(f"<li>{esc(x)}</li>" for x in search_lines(report["artifacts"]))
     io = "".join(f"<li>{esc(x)}</li>" for x in io_lines(report["artifacts"]))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>edgepipe report: {esc(str(report['recipe'].get('name', '')))}</title>
@@ -154,6 +158,7 @@ Ratios are against the first fp32 .tflite; the notes also compare each quantized
 {rows}</table>
 {f'<h2>Where compression did not pay off</h2><ul>{ns}</ul>' if ns else ''}
 {f'<h2>int8 inputs and outputs</h2><ul>{io}</ul>' if io else ''}
+{f'<h2>Architecture search</h2><ul>{ss}</ul>' if ss else ''}
 {f'<h2>Per layer (prune, cluster, adapt)</h2><ul>{ls}</ul>' if ls else ''}
 {f'<h2>Emulated targets</h2><ul>{es}</ul>' if es else ''}
 {f'<h2>Measurement warnings</h2><ul>{ws}</ul>' if ws else ''}

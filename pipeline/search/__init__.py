@@ -142,6 +142,9 @@ def trial_rows(oracle) -> list[dict[str, Any]]:
                                "hyperparameters": values, **metrics_of(t)}
         if "feasible" in row:
             row["feasible"] = row["feasible"] == 1.0
+        if "latency_ms" in row:  # which figure it is (the finalists' get measured later)
+            row["latency_source"] = ("predicted" if row.pop("latency_predicted", 0.0) == 1.0
+                                     else "measured")
         if t.status != "COMPLETED":
             row["error"] = last_line(t.message)
         rows.append(row)

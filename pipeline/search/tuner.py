@@ -2,7 +2,8 @@
 
 keras-tuner 1.4's own `run_trial` wants Keras 3 models and TensorBoard; ours builds the tf_keras
 model from the trial's hyperparameters (`space.build`), trains it with `pipeline.training.fit`,
-converts it to TFLite (fp32 or int8), times the file on this host with edge-runner, measures the
+converts it to TFLite (fp32 or int8), times the file on this host with edge-runner (or, with
+`latency: predicted`, predicts its latency from the host's latency table), measures the
 file's validation accuracy, and returns plain floats. Constraints (latency, size, params) enter
 the objective: an infeasible trial scores below every feasible one (see `score`).
 Each trial folder keeps model.keras, the .tflite and runs.jsonl (one line per time it ran).
@@ -49,6 +50,9 @@ class TrialSettings:
     max_size_kb: float | None = None
     max_params: float | None = None
     seed: int = 0
+    #: "measured": every trial's .tflite timed; "predicted": the host latency table + predictor
+    latency: str = "measured"
+    table: str | None = None  # predicted: the table file (None: where `edgepipe latency` keeps it)
 
     def limits(self) -> dict[str, float]:
         return {k: v for k, v in (("latency_ms", self.max_latency_ms),
@@ -98,8 +102,15 @@ def measure(model, dataset, settings: TrialSettings, folder: Path) -> dict[str, 
     t1 = time.time()
     with host_lock(folder.parent / "bench.lock"):
         t2 = time.time()
-        b = benchmark(path, threads=settings.threads, warmup=settings.warmup,
-                      min_runs=settings.min_runs, min_seconds=settings.min_seconds)
+        if settings.latency == "predicted":
+            from pipeline.search.latency import predicted_ms
+
+            latency = {"latency_ms": predicted_ms(model, settings), "latency_predicted": 1.0}
+        else:
+            b = benchmark(path, threads=settings.threads, warmup=settings.warmup,
+                          min_runs=settings.min_runs, min_seconds=settings.min_seconds)
+            latency = {"latency_ms": float(b["latency_ms"]["p50"]),
+                       "latency_p90_ms": float(b["latency_ms"]["p90"])}
     t3 = time.time()
     out = load(path, threads=settings.threads).predict(dataset.x_val)
     params, _ = models.count_params(model)
@@ -107,8 +118,7 @@ def measure(model, dataset, settings: TrialSettings, folder: Path) -> dict[str, 
     m = {"val_accuracy": float(np.mean(out.argmax(-1) == dataset.y_val)),
          "val_loss": float(-np.mean(np.log(p_true))),  # smooth: ranks equal accuracies
          "keras_val_accuracy": models.accuracy(model, dataset.x_val, dataset.y_val),
-         "latency_ms": float(b["latency_ms"]["p50"]), "latency_p90_ms": float(b["latency_ms"]["p90"]),
-         "size_kb": len(data) / 1024, "params": float(params),
+         **latency, "size_kb": len(data) / 1024, "params": float(params),
          "convert_seconds": t1 - t0, "bench_seconds": t3 - t2, "bench_wait_seconds": t2 - t1}
     m["feasible"] = 0.0 if violations(m, settings) else 1.0
     m["score"] = score(m, settings)

@@ -1,7 +1,10 @@
 """`nas`: hardware-aware architecture search (Keras Tuner) over the zoo's `mobilenet` family.
 
 Every candidate is trained, converted (fp32 or int8) and timed on this host with edge-runner;
-candidates over the constraints are penalized, never accepted. The best feasible one is saved as
+candidates over the constraints are penalized, never accepted. With `latency: predicted` a
+candidate's latency is predicted from this host's latency table instead
+(pipeline/search/latency.py), and the finalists (the front and the best few) are timed before one
+is chosen: the chosen model's latency is always a measured one. The best feasible one is saved as
 the Keras model "best", so distill / prune / quantize / export follow it.
 
 Where things live. The search runs in `<run_dir>/.nas/<key>/` (keras-tuner's project folder:
@@ -78,7 +81,8 @@ def search_spec(recipe, cfg: NasConfig):
         optimizer=cfg.optimizer, patience=cfg.patience, quantization=cfg.quantization,
         threads=cfg.bench.threads, warmup=cfg.bench.warmup, min_runs=cfg.bench.min_runs,
         min_seconds=cfg.bench.min_seconds, max_latency_ms=c["max_latency_ms"],
-        max_size_kb=c["max_size_kb"], max_params=c["max_params"], seed=recipe.seed)
+        max_size_kb=c["max_size_kb"], max_params=c["max_params"], seed=recipe.seed,
+        latency=cfg.latency, table=cfg.table)
     return SearchSpec(space=cfg.space.plain(), key=search_key(recipe, cfg), oracle=cfg.oracle,
                       max_trials=cfg.max_trials,
                       time_limit_s=cfg.time_limit_min * 60 if cfg.time_limit_min else None,
@@ -143,9 +147,13 @@ def closest(rows: list[dict[str, Any]], limits: dict[str, float | None], n: int 
         return sum(max(0.0, r[k] / limits[lim] - 1) for k, (lim, _, _) in names.items()
                    if limits.get(lim))
 
+    def how(r, k):  # a predicted latency says so
+        return " predicted" if k == "latency_ms" and r.get("latency_source") == "predicted" else ""
+
     parts = []
     for r in sorted(rows, key=over)[:n]:
-        bits = [f"{label} {r[k]:.4g}{(' ' + unit) if unit else ''} (limit {limits[lim]:g})"
+        bits = [f"{label} {r[k]:.4g}{(' ' + unit) if unit else ''}{how(r, k)} "
+                f"(limit {limits[lim]:g})"
                 for k, (lim, label, unit) in names.items() if limits.get(lim)]
         parts.append(f"trial {r['trial_id']} [{r['architecture']}]: " + ", ".join(bits))
     return "; ".join(parts)
@@ -156,7 +164,8 @@ class Nas(Stage):
     Config = NasConfig
     trains = True
     help = ("hardware-aware architecture search (keras-tuner) over zoo.mobilenet; every "
-            "candidate timed as .tflite on this host; saves best.keras")
+            "candidate timed as .tflite on this host (or predicted from its latency table, "
+            "finalists timed); saves best.keras")
     makes = ("keras",)
     model = "best"
 
@@ -170,6 +179,11 @@ class Nas(Stage):
         require_classification(ctx.recipe.task, ds, "nas")
         check_data(cfg, ds.input_shape)
         spec = search_spec(ctx.recipe, cfg)
+        if cfg.latency == "predicted":  # a table of another target is refused before any trial
+            from pipeline.search.latency import describe
+
+            ctx.log("[nas] trials' latency predicted from the host latency table %s",
+                    describe(spec.settings))
         project = project_dir(ctx.run_dir, spec.key)
         project.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
@@ -195,31 +209,48 @@ class Nas(Stage):
         done = [r for r in rows if r["status"] == "COMPLETED"]
         if not done:
             raise UserError(f"nas: no trial completed (search folder {project})")
-        pareto = S.front(done)
         limits = resolved_constraints(ctx.recipe, cfg)
+        keep = cfg.final_candidates if cfg.final_epochs else 1
+        measured: list[str] = []
+        if cfg.latency == "predicted":  # the finalists are measured, and chosen on that
+            from pipeline.search.latency import choose
+
+            top, measured = choose(oracle, done, keep, spec.settings, project, ds.input_shape,
+                                   ds.num_classes, say=lambda m: ctx.log("%s", m))
+            atomic_write_json(project / "trials.json", rows)
+        else:
+            top = S.top_trials(oracle.trials.values(), keep)
+        pareto = S.front(done)
         atomic_write_json(ctx.out_dir / "trials.json", rows)
-        top = S.top_trials(oracle.trials.values(), cfg.final_candidates if cfg.final_epochs else 1)
         if not top:
-            self._plot(ctx, cfg, done, pareto, limits, None)
+            self._plot(ctx, cfg, done, pareto, limits, None, measured)
             raise UserError(f"nas: no candidate meets the constraints "
                             f"({', '.join(f'{k}={v:g}' for k, v in limits.items() if v)}) in "
                             f"{len(done)} trial{'s' * (len(done) != 1)}; closest: "
                             f"{closest(done, limits)}; relax the constraints or change the space "
                             f"(all trials: {project / 'trials.json'})")
         best, model, final = self._final(ctx, cfg, spec, oracle, top, project)
-        self._plot(ctx, cfg, done, pareto, limits, best.trial_id)
+        self._plot(ctx, cfg, done, pareto, limits, best.trial_id, measured)
         row = next(r for r in rows if r["trial_id"] == best.trial_id)
         search = {"nas_trial": best.trial_id, "architecture": row["architecture"],
                   "hyperparameters": row["hyperparameters"],
                   "nas_val_accuracy": row["val_accuracy"], "nas_latency_ms": row["latency_ms"],
+                  "nas_latency_source": row["latency_source"],  # "measured", always
                   "nas_size_kb": row["size_kb"], "nas_quantization": cfg.quantization,
-                  "final_epochs": cfg.final_epochs, "final_candidates": final}
+                  "final_epochs": cfg.final_epochs, "final_candidates": final,
+                  "nas_latency": cfg.latency}
+        if cfg.latency == "predicted":
+            search.update(nas_predicted_latency_ms=row["predicted_latency_ms"],
+                          nas_measured_trials=measured)
         art = ctx.save_model(model, self.model, metrics=search)
         completed = [r for r in rows if r["status"] == "COMPLETED"]
-        ctx.log("[nas] best: trial %s [%s] val_acc %.4f p50 %.4f ms %.1f KB; test accuracy %.4f "
-                "(%d trials, %d feasible, %.1f min)", best.trial_id, row["architecture"],
-                row["val_accuracy"], row["latency_ms"], row["size_kb"], art.metrics["accuracy"],
-                len(completed), sum(1 for r in completed if r.get("feasible")), seconds / 60)
+        ctx.log("[nas] best: trial %s [%s] val_acc %.4f p50 %.4f ms measured%s %.1f KB; test "
+                "accuracy %.4f (%d trials, %d feasible, %.1f min)", best.trial_id,
+                row["architecture"], row["val_accuracy"], row["latency_ms"],
+                f" (predicted {row['predicted_latency_ms']:.4f} ms)"
+                if "predicted_latency_ms" in row else "", row["size_kb"],
+                art.metrics["accuracy"], len(completed),
+                sum(1 for r in completed if r.get("feasible")), seconds / 60)
         metrics = {"trials": len(rows), "completed": len(completed),
                    "feasible": sum(1 for r in completed if r.get("feasible")),
                    "failed": sum(1 for r in rows if r["status"] in ("FAILED", "INVALID")),
@@ -227,20 +258,29 @@ class Nas(Stage):
                    "pareto": [p["trial_id"] for p in pareto], "oracle": cfg.oracle,
                    "stopped": oracle.stop_reason or "max_trials reached",
                    "search_dir": str(project.relative_to(ctx.run_dir)),
-                   "plots": [ctx.rel("pareto.png")], "test_accuracy": art.metrics["accuracy"]}
+                   "plots": [ctx.rel("pareto.png")], "test_accuracy": art.metrics["accuracy"],
+                   "latency": cfg.latency}
+        if cfg.latency == "predicted":
+            from pipeline.search.latency import describe
+
+            metrics.update(measured_trials=measured, latency_table=describe(spec.settings))
         return StageResult([art], json.loads(json_text(metrics)))
 
     @staticmethod
-    def _plot(ctx, cfg, done, pareto, limits, best_id) -> None:
+    def _plot(ctx, cfg, done, pareto, limits, best_id, measured) -> None:
         from pipeline.artifacts import atomic_write_bytes, atomic_write_json
         from pipeline import search as S
 
         atomic_write_json(ctx.out_dir / "pareto.json", {
             "x": "latency_ms", "y": "val_accuracy", "constraints": limits,
-            "quantization": cfg.quantization, "front": pareto, "best": best_id})
+            "quantization": cfg.quantization, "latency": cfg.latency,
+            "measured": measured if cfg.latency == "predicted" else [r["trial_id"] for r in done],
+            "front": pareto, "best": best_id})
+        how = (f", predicted ({len(measured)} finalists measured)"
+               if cfg.latency == "predicted" else "")
         atomic_write_bytes(ctx.out_dir / "pareto.png", S.plot_png(
             done, pareto, limits["max_latency_ms"], best_id,
-            title=f"nas: {len(done)} trials, {cfg.quantization} latency on this host"))
+            title=f"nas: {len(done)} trials, {cfg.quantization} latency on this host{how}"))
 
     @staticmethod
     def _final(ctx, cfg, spec, oracle, top, project):

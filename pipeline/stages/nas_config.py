@@ -178,6 +178,11 @@ class NasConfig(StageConfig):
     patience: int | None = Field(None, ge=1, description="early stopping inside a trial; null: off")
     quantization: Literal["fp32", "int8"] = Field(
         "int8", description="the .tflite each candidate is converted to, timed and scored on")
+    latency: Literal["measured", "predicted"] = Field(
+        "measured", description="measured: every trial's .tflite timed with edge-runner; "
+        "predicted: trials scored by the host latency table + predictor, the finalists measured")
+    table: str | None = Field(None, description="latency: predicted: the latency table file; "
+                              "null: where `edgepipe latency table` keeps this host's")
     constraints: Constraints = Field(default_factory=Constraints)
     space: SearchSpace = Field(default_factory=SearchSpace)
     bench: Bench = Field(default_factory=Bench)
@@ -202,6 +207,10 @@ class NasConfig(StageConfig):
     def search_settings(self) -> dict[str, Any]:
         """What the trials' results depend on (budget and stopping rules excluded): the key of
         the search folder, so raising max_trials continues a search instead of restarting it."""
-        return self.model_dump(mode="json", exclude={"max_trials", "time_limit_min",
-                                                     "max_failures", "final_epochs",
-                                                     "final_patience", "final_candidates"})
+        out = self.model_dump(mode="json", exclude={"max_trials", "time_limit_min",
+                                                    "max_failures", "final_epochs",
+                                                    "final_patience", "final_candidates",
+                                                    "table"})
+        if out["latency"] == "measured":  # searches from before `latency:` keep their key
+            del out["latency"]
+        return out
