@@ -10,11 +10,19 @@ model) (a) the uniform channel-pruning ratio and (b) the small_cnn width whose l
 adapted model's; fine-tune (a) with the same epochs adapt's final fine-tuning got, train (b) from
 scratch like the original. Reports test accuracy lost against the trained model, latency ratios,
 and the time adaptation took.
+
+The issue asks for budgets where uniform pruning loses at least a point: each run keeps its rows in
+`<out>.json` under its ratio and the section shows every ratio run so far (the default 0.5 first,
+then a tighter one where uniform lost less than a point), each with its verdict, the machine load,
+and the tightest ratio adapt can reach (small_cnn at `min_channels` everywhere, timed side by side
+with the trained model). A seed whose budget adapt cannot meet is reported as such.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +47,7 @@ def main(argv=None) -> int:
     from pipeline.artifacts import atomic_write_text
     from pipeline.compress.channels import prune_channels
     from pipeline.data import load_dataset
+    from pipeline.errors import UserError
     from pipeline.latency import Timing, target_session
     from pipeline.latency.build import convert
     from pipeline.stages.adapt import AdaptConfig, adapt_model
@@ -55,7 +64,7 @@ def main(argv=None) -> int:
                          learning_rate=adapt_cfg.learning_rate, patience=adapt_cfg.patience)
     opts = dict(rec.model.options)
     tmp = Path(tempfile.mkdtemp(prefix="bench-adapt-"))
-    rows = []
+    rows, floor, load0 = [], None, os.getloadavg()
     with target_session("host", Timing(min_seconds=0.3, rounds=3)) as sessions:
         target = sessions[0].target
 
@@ -87,8 +96,18 @@ def main(argv=None) -> int:
             acc0 = models.accuracy(model, ds.x_test, ds.y_test)
             base_path = tmp / f"base{seed}.tflite"
             base_path.write_bytes(convert(model, "fp32"))
+            if floor is None:  # the smallest network adapt's grid allows, timed side by side
+                m = adapt_cfg.min_channels
+                floor = ratio(base_path, small_cnn(ds.input_shape, ds.num_classes,
+                                                   filters=[m] * len(opts["filters"]), dense=m))
             t0 = time.time()
-            res = adapt_model(model, ds, adapt_cfg, tmp / f"adapt{seed}", seed=seed)
+            try:
+                res = adapt_model(model, ds, adapt_cfg, tmp / f"adapt{seed}", seed=seed)
+            except UserError as e:  # budget missed: say so, keep the other seeds
+                rows.append({"seed": seed, "acc0": acc0, "failed": str(e),
+                             "took": time.time() - t0})
+                print(rows[-1], flush=True)
+                continue
             took = time.time() - t0
             adapted = res["model"]
             r_ad = ratio(base_path, adapted)
@@ -114,16 +133,45 @@ def main(argv=None) -> int:
                          "iterations": len(res["metrics"]["iterations"])})
             print(rows[-1], flush=True)
 
+    store = args.out.with_suffix(".json")
+    runs = json.loads(store.read_text()) if store.exists() else {}
+    runs[f"{args.ratio:g}"] = {"seeds": args.seeds, "rows": rows, "floor": floor,
+                               "load": [round(v, 2) for v in (*load0, *os.getloadavg())]}
+    atomic_write_text(store, json.dumps(runs, indent=1) + "\n")
     lines = [
         "## Adaptation (NetAdapt) vs uniform channel pruning vs width multiplier, digits, host",
         "",
-        f"`python scripts/bench_adapt.py --seeds {' '.join(map(str, args.seeds))} --ratio "
-        f"{args.ratio}`. Model: recipes/digits_adapt.yaml's small_cnn on 32x32 digits; latency fp32, "
-        "1 thread, edge-runner, each model timed side by side with the trained one (ratios). "
-        f"Adapt aims at {args.ratio} x the trained model's latency; uniform pruning (one ratio for "
-        "every group) and the width multiplier (small_cnn with every layer scaled) are bisected to "
-        "the adapted model's measured ratio. Accuracy is on the test split; loss is against the "
-        "trained model.",
+        "`python scripts/bench_adapt.py --seeds 0 1 2 --ratio R` for each ratio below (the rows "
+        f"are kept in {store.relative_to(ROOT) if store.is_relative_to(ROOT) else store}). Model: "
+        "recipes/digits_adapt.yaml's small_cnn on 32x32 digits; latency fp32, 1 thread, "
+        "edge-runner, each model timed side by side with the trained one (ratios). Adapt aims at "
+        "R x the trained model's latency; uniform pruning (one ratio for every group) and the "
+        "width multiplier (small_cnn with every layer scaled) are bisected to the adapted model's "
+        "measured ratio. Accuracy is on the test split; loss is against the trained model. The "
+        "issue asks for budgets where uniform pruning loses at least a point: the default ratio "
+        "0.5 is run first, and a tighter one when uniform loses less there.",
+    ]
+    for key in sorted(runs, key=float, reverse=True):
+        lines += [""] + section(float(key), runs[key])
+    lines.append("")
+    atomic_write_text(args.out, "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def section(ratio: float, run: dict) -> list[str]:
+    """One ratio's table, mean losses and verdicts."""
+    rows = run["rows"]
+    load = run.get("load")
+    floor = run.get("floor")
+    lines = [
+        f"### Budget {ratio:g} x the trained model's latency (seeds "
+        f"{' '.join(map(str, run['seeds']))})",
+        "",
+        "Load average (1/5/15 min) at start and end: "
+        + (f"{load[:3]} → {load[3:]}" if load else "not recorded by that run")
+        + "; smallest network adapt may reach (every group at min_channels): "
+        + (f"{floor:.2f}x." if floor else "not measured by that run."),
         "",
         "| seed | trained acc | adapt: acc (loss), latency | uniform: acc (loss), latency, ratio | "
         "width: acc (loss), latency, width | adapt took |",
@@ -131,20 +179,32 @@ def main(argv=None) -> int:
     ]
     for r in rows:
         a0 = r["acc0"]
+        if r.get("failed"):
+            lines.append(f"| {r['seed']} | {a0:.4f} | budget missed: {r['failed'].replace('|', '/')} | | | "
+                         f"{r['took']:.0f} s |")
+            continue
         lines.append(
             f"| {r['seed']} | {a0:.4f} | {r['adapt'][0]:.4f} ({a0 - r['adapt'][0]:+.4f}), "
             f"{r['adapt'][1]:.2f}x | {r['uniform'][0]:.4f} ({a0 - r['uniform'][0]:+.4f}), "
             f"{r['uniform'][1]:.2f}x, r={r['uniform'][2]:.2f} | {r['width'][0]:.4f} "
             f"({a0 - r['width'][0]:+.4f}), {r['width'][1]:.2f}x, w={r['width'][2]:.2f} | "
             f"{r['took']:.0f} s, {r['iterations']} it. |")
-    loss = {k: float(np.mean([r["acc0"] - r[k][0] for r in rows])) for k in ("adapt", "uniform", "width")}
-    lines += ["", f"Mean accuracy loss: adapt {loss['adapt']:+.4f}, uniform {loss['uniform']:+.4f}, "
-              f"width {loss['width']:+.4f} (goal: adapt < half of uniform's; "
-              f"{'met' if loss['adapt'] < loss['uniform'] / 2 else 'NOT met'} here). Mean adapt "
-              f"time {np.mean([r['took'] for r in rows]):.0f} s on a shared 2-core host."]
-    atomic_write_text(args.out, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    ok = [r for r in rows if not r.get("failed")]
+    if not ok:
+        return lines + ["", "Adapt met the budget for no seed."]
+    loss = {k: float(np.mean([r["acc0"] - r[k][0] for r in ok])) for k in ("adapt", "uniform",
+                                                                           "width")}
+    lines += ["", f"Mean accuracy loss over {len(ok)} seed(s) (positive: lost): adapt "
+              f"{loss['adapt']:+.4f}, uniform {loss['uniform']:+.4f}, width {loss['width']:+.4f}. "
+              + ("Uniform pruning loses at least a point here, as the issue's comparison needs; "
+                 "the goal (adapt loses less than half of what uniform loses) is "
+                 f"{'met' if loss['adapt'] < loss['uniform'] / 2 else 'NOT met'}."
+                 if loss["uniform"] >= 0.01 else
+                 "Uniform pruning loses less than a point here, so this budget does not test the "
+                 "issue's goal (it needs budgets where uniform loses at least one).")
+              + f" Mean adapt time {np.mean([r['took'] for r in ok]):.0f} s on a shared 2-core "
+              "host."]
+    return lines
 
 
 if __name__ == "__main__":
