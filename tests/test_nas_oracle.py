@@ -1,5 +1,6 @@
 """nas search machinery with fake trials (no training): every oracle, the time limit, resume
-repairs, failures, the chief/worker deadlines and the workers' leases on loopback."""
+repairs, failures, the chief/worker deadlines and the workers' leases on loopback; predicted-latency searches
+choose among measured trials only."""
 
 import json
 import logging
@@ -505,3 +506,46 @@ def test_the_token_comes_from_a_file_or_the_environment_never_the_command_line(t
         "error: No such option '--token'. (Did you mean one of: '--token-file', '--worker', "
         "'--workers'?) (see edgepipe nas --help)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "t"]
+
+
+def _predicted_rows():
+    """Trials scored on predicted latency (limit 1 ms): 0 and 3 make the front, 0 is best."""
+    rows = []
+    for tid, acc, ms in (("0", 0.9, 0.5), ("1", 0.8, 0.6), ("2", 0.7, 0.9), ("3", 0.95, 2.0)):
+        rows.append({"trial_id": tid, "val_accuracy": acc, "val_loss": 1 - acc, "latency_ms": ms,
+                     "size_kb": 10.0, "params": 100.0, "latency_source": "predicted",
+                     "feasible": ms <= 1.0, "score": acc if ms <= 1.0 else acc - 2})
+    return rows
+
+
+@pytest.mark.parametrize("measured_ms, chosen, measured", [
+    # the predictor over-estimated trial 3: measured, it is feasible and the best
+    ({"0": 1.2, "3": 0.9}, "3", ["0", "3"]),
+    # no finalist stays feasible once measured: the next best by prediction is measured too
+    ({"0": 1.2, "3": 2.5, "1": 0.7}, "1", ["0", "3", "1"]),
+])
+def test_predicted_latency_chooses_among_measured_trials_only(monkeypatch, measured_ms, chosen,
+                                                             measured):
+    from types import SimpleNamespace
+
+    from pipeline.search import latency as L
+
+    timed = []
+
+    def fake_measure(oracle, ids, *args):
+        timed.append(list(ids))
+        return {t: measured_ms[t] for t in ids}
+
+    monkeypatch.setattr(L, "measure_trials", fake_measure)
+    rows = _predicted_rows()
+    oracle = SimpleNamespace(trials={r["trial_id"]: SimpleNamespace(trial_id=r["trial_id"])
+                                     for r in rows})
+    top, ids = L.choose(oracle, rows, 1, TrialSettings(max_latency_ms=1.0), None, (8, 8, 1), 10)
+    assert [t.trial_id for t in top] == [chosen] and ids == measured
+    assert timed == [["0", "3"]] + ([["1"]] if len(measured) > 2 else [])
+    by_id = {r["trial_id"]: r for r in rows}
+    for tid in measured:
+        r = by_id[tid]
+        assert (r["latency_source"], r["latency_ms"]) == ("measured", measured_ms[tid])
+        assert r["feasible"] == (measured_ms[tid] <= 1.0) and "predicted_latency_ms" in r
+    assert all(r["latency_source"] == "predicted" for t, r in by_id.items() if t not in measured)
