@@ -127,38 +127,79 @@ class QATInfo:
         return {"preserve": self.preserve, "scheme": self.scheme, "float_layers": self.float_layers}
 
 
-#: activation range variables of TF-MOT's wrappers that hold the wrapped layer's output range
+#: range variables of TF-MOT's wrappers, by the tensor they cover: the wrapped layer's output
+#: (after its activation), or its output before the activation (a softmax classifier's logits)
 _OUTPUT_RANGES = ("post_activation", "output")
+_PRE_ACTIVATION = "pre_activation"
 
 
 def calibrate_ranges(qat, model, x) -> list[str]:
-    """Set the QAT model's activation ranges to what the float `model` computes on inputs `x`.
+    """Set the QAT model's activation ranges to what the float `model` computes on inputs `x`:
+    each input's, each layer's output, and each activation's input (a classifier's logits).
 
     TF-MOT starts every moving-average range at [-6, 6] and moves it with decay 0.999: an output
-    beyond that (a regressor's, in its target's units) stays clipped for thousands of steps and
-    fine-tuning learns around the clip. Starting from the observed ranges fixes that. Returns the
-    names of the layers whose ranges were set."""
-    wanted = {}
+    beyond that (a regressor's, in its target's units; a confident classifier's logits) stays
+    clipped for thousands of steps and fine-tuning learns around the clip. Its input ranges
+    start at [0, 0] and widen only in a training step: until then the QAT model sees all-zero
+    inputs and is at chance, so fine-tuning's best-validation-epoch protocol had no real
+    starting point to keep. Starting from the observed ranges fixes both; the weights' ranges
+    are set too (`set_weight_ranges`). Returns the names of the layers whose activation ranges
+    were set."""
+    set_weight_ranges(qat)
+    ref = K.clone_with_weights(model)  # layers of one graph: a stripped model's may have more
+    known = {lay.name for lay in ref.layers}
+    wanted = []  # (layer name, tensor of ref's graph, min variable, max variable)
     for layer in qat.layers:
-        inner = getattr(layer, "layer", None)
-        if inner is None:
-            continue
         vs = {v.name.rsplit("/", 1)[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+        inner = getattr(layer, "layer", None)
+        if inner is None:  # a QuantizeLayer: the range of the tensor that feeds it
+            source = getattr(getattr(layer, "input", None), "_keras_history", None)
+            if f"{layer.name}_min" in vs and source is not None and source.layer.name in known:
+                wanted.append((layer.name, ref.get_layer(source.layer.name).output,
+                               vs[f"{layer.name}_min"], vs[f"{layer.name}_max"]))
+            continue
+        if inner.name not in known:
+            continue
         for kind in _OUTPUT_RANGES:
-            if f"{kind}_min" in vs and inner.name in {lay.name for lay in model.layers}:
-                wanted[inner.name] = (vs[f"{kind}_min"], vs[f"{kind}_max"])
+            if f"{kind}_min" in vs:
+                wanted.append((inner.name, ref.get_layer(inner.name).output, vs[f"{kind}_min"],
+                               vs[f"{kind}_max"]))
+        if f"{_PRE_ACTIVATION}_min" in vs:
+            wanted.append((inner.name, _pre_activation(ref.get_layer(inner.name)),
+                           vs[f"{_PRE_ACTIVATION}_min"], vs[f"{_PRE_ACTIVATION}_max"]))
     if not wanted:
         return []
-    names = list(wanted)
-    ref = K.clone_with_weights(model)  # layers of one graph: a stripped model's may have more
-    probe = keras.Model(ref.inputs, [ref.get_layer(n).output for n in names])
+    probe = keras.Model(ref.inputs, [t for _, t, _, _ in wanted])
     outs = probe.predict(x, batch_size=256, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
-    for n, out in zip(names, outs):
-        lo, hi = wanted[n]
+    for (_, _, lo, hi), out in zip(wanted, outs):
         lo.assign(min(0.0, float(np.min(out))))
         hi.assign(max(0.0, float(np.max(out))))
-    return names
+    return list(dict.fromkeys(name for name, _, _, _ in wanted))
+
+
+def set_weight_ranges(qat) -> None:
+    """Set each weight quantizer's range as a training step would: TF-MOT's LastValueQuantize
+    (symmetric, per channel for convolutions) on the weights as they are. Until a training step
+    they stay at [-6, 6], where a kernel of values near 0.05 rounds to a few levels.
+
+    The base LastValueQuantizer's call, not the quantizer's own: a cluster-preserving one
+    re-clusters the weights when called in training mode; on the weights as given (clustered,
+    or pruned and stripped) the ranges are the same."""
+    for layer in qat.layers:
+        for weight, quantizer, qvars in getattr(layer, "_weight_vars", ()):  # QuantizeWrapperV2's
+            if isinstance(quantizer, _qk.quantizers.LastValueQuantizer):
+                _qk.quantizers.LastValueQuantizer.__call__(quantizer, weight, True, qvars)
+
+
+def _pre_activation(layer):
+    """`layer`'s output before its activation, as a tensor of its model's graph: a copy of the
+    layer with a linear activation and the same weights, called on the same input."""
+    linear = type(layer).from_config({**layer.get_config(), "activation": "linear",
+                                      "name": f"{layer.name}__pre_activation"})
+    out = linear(layer.input)
+    linear.set_weights(layer.get_weights())
+    return out
 
 
 def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "auto",
