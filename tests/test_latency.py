@@ -70,7 +70,7 @@ def test_table_from_another_target_is_refused(tmp_path):
         Table.open(tmp_path / "t.json", {**ident, "cpu": "B", "threads": 2})
     assert str(e.value) == (f"latency table {tmp_path / 't.json'} was measured for another target: "
                             f"cpu 'A' (here 'B'); threads 1 (here 2); give this target its own "
-                            f"--table")
+                            f"table (--table, or `table:` in a recipe's adapt or nas stage)")
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(UserError) as e:
         Table.open(tmp_path / "bad.json", ident)

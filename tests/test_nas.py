@@ -236,6 +236,7 @@ def test_predicted_latency_refuses_another_targets_table(tmp_path, monkeypatch):
         engine.run(r, tmp_path / "run", recipe_text=text)
     assert str(e.value) == (f"latency table {path} was measured for another target: "
                             f"runtime_version '0.0-other' (here {here['runtime_version']!r}); "
-                            f"give this target its own --table")
+                            f"give this target its own table (--table, or `table:` in a recipe's "
+                            f"adapt or nas stage)")
     assert calls == [] and path.read_bytes() == before
     assert not (tmp_path / "run" / ".nas").exists() and not (tmp_path / "run" / "01_nas").exists()

@@ -60,7 +60,8 @@ class Table:
                 if theirs.get(k) != identity.get(k)]
         if diff:
             raise UserError(f"latency table {p} was measured for another target: "
-                            f"{'; '.join(diff)}; give this target its own --table")
+                            f"{'; '.join(diff)}; give this target its own table (--table, or "
+                            f"`table:` in a recipe's adapt or nas stage)")
         return cls(p, identity, data.get("entries"), data.get("models"))
 
     def save(self) -> None:
