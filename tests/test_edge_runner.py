@@ -471,7 +471,11 @@ def test_cli_verify_exit_codes(edge_models, goldens, tmp_path, capsys):
         r"argmax agreement n/a\nruntime \S+ \S+, threads 1\n"
         r"  - max abs difference [0-9.]+ > tolerance 0\.0001\n", out), out
     assert cli.main(["verify", str(edge_models["fp32"]), str(bad), "--atol", "1"]) == 0
-    assert capsys.readouterr().out.startswith("PASS  ")
+    out = capsys.readouterr().out
+    assert re.fullmatch(
+        r"PASS  \S+/fp32\.tflite vs \S+/bad\.npz\n"
+        r"mode fp32, n 64, max abs diff [0-9.]+ \(tolerance 1\), mean abs diff [0-9.]+, "
+        r"argmax agreement n/a\nruntime \S+ \S+, threads 1\n", out), out
 
 
 def test_cli_bench_prints_warnings(edge_models, capsys, monkeypatch):
