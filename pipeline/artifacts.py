@@ -47,9 +47,11 @@ def sizes(path: str | os.PathLike) -> dict[str, int]:
     return {"size_bytes": raw, "gzip_bytes": gz}
 
 
-def _create_new(parent: Path, prefix: str, suffix: str, create) -> tuple[Path, Any]:
+def _create_new(parent: Path, prefix: str, suffix: str, create, shown_as: Path
+                ) -> tuple[Path, Any]:
     """`create(path)` at a fresh random name in `parent` (raising FileExistsError if taken);
-    returns the path and what `create` returned.
+    returns the path and what `create` returned. Any other OSError names `shown_as`, the final
+    path the temporary one stands for: the user never asked for `.name.1a2b3c4d.tmp`.
 
     Unlike tempfile.mkstemp/mkdtemp (always 0600/0700), what `create` makes with mode 0o666/0o777
     gets the process umask applied by the kernel, so a run folder is as readable as any file the
@@ -61,6 +63,9 @@ def _create_new(parent: Path, prefix: str, suffix: str, create) -> tuple[Path, A
             return p, create(p)
         except FileExistsError:
             continue
+        except OSError as e:
+            e.filename = str(shown_as)
+            raise
     raise FileExistsError(f"no free temporary name {prefix}*{suffix} in {parent}")
 
 
@@ -72,7 +77,8 @@ TEMP_GLOB = ".*.tmp"
 def make_temp_dir(parent: str | os.PathLike, name: str) -> Path:
     """A new empty folder `parent/.<name>.<random>.tmp` with the umask's mode (mkdtemp's is
     0700), for a folder that will be renamed to `parent/<name>`."""
-    return _create_new(Path(parent), f".{name}.", ".tmp", lambda p: os.mkdir(p, 0o777))[0]
+    return _create_new(Path(parent), f".{name}.", ".tmp", lambda p: os.mkdir(p, 0o777),
+                       Path(parent) / name)[0]
 
 
 def clean_temps(folder: str | os.PathLike) -> None:
@@ -92,7 +98,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     tmp, fd = _create_new(path.parent, f".{path.name}.", ".tmp",
-                          lambda p: os.open(p, flags, 0o666))
+                          lambda p: os.open(p, flags, 0o666), path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

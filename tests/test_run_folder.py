@@ -267,6 +267,62 @@ def test_a_read_only_output_folder_is_one_line(cli, tmp_path, small_disk):
     assert list(small_disk.iterdir()) == []
 
 
+#: the CLI run with the file modes enforced: as root, CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+#: leave the bounding set (prctl PR_CAPBSET_DROP) before exec, so root obeys modes as any user
+#: does, while still owning its files (a 0700 /root holding the interpreter stays readable)
+_AS_A_USER = """\
+import ctypes, os, sys
+if os.geteuid() == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def _run_as_a_user(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return subprocess.run([sys.executable, "-c", _AS_A_USER, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _not_writable(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    probe = _run_as_a_user(folder.parent, "-c", f"open({str(folder / 'probe')!r}, 'w')")
+    assert "PermissionError: [Errno 13] Permission denied" in probe.stderr, probe.stderr
+    return folder
+
+
+@pytest.mark.slow
+def test_permission_denied_is_one_line_naming_the_path_and_nothing_is_written(tmp_path):
+    """Not tested before (root ignores file modes). An unwritable existing output folder named
+    the temporary file edgepipe tried to create (`ro/..edgepipe-run.983cbda7.tmp`), and so did
+    a finished run folder made unwritable (`done/.recipe.yaml.aa01bab5.tmp`)."""
+    write_recipe(tmp_path, EXPORT_ONLY, name="r.yaml")
+    engine.run(recipe.load(tmp_path / "r.yaml"), tmp_path / "done", recipe_text=EXPORT_ONLY)
+    before = _tree(tmp_path / "done")
+    ro = _not_writable(tmp_path / "ro")
+    _not_writable(tmp_path / "done")
+    cases = {("ro/run",): "ro/run", ("ro",): "ro/.edgepipe-run",
+             ("done", "--force"): "done/recipe.yaml"}
+    try:
+        for args, path in cases.items():
+            r = _run_as_a_user(tmp_path, "-m", "pipeline.cli", "run", "r.yaml", "--out", *args)
+            errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+            assert (r.returncode, r.stdout, errors) == (2, "", [
+                f"error: {path}: Permission denied; fix its permissions or use another path"]), \
+                r.stderr
+            assert "Traceback" not in r.stderr
+        assert list(ro.iterdir()) == [] and _tree(tmp_path / "done") == before
+    finally:
+        for folder in (ro, tmp_path / "done"):
+            folder.chmod(0o755)
+
+
 # ----- 6. boards ---------------------------------------------------------------------------------
 def test_adding_devices_changes_only_the_stages_that_use_boards(tmp_path):
     """Adding `devices:` changed every fingerprint: the model was trained again for a board."""
