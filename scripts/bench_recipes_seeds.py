@@ -26,7 +26,8 @@ from pathlib import Path
 import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["digits", "digits_prune", "digits_int8", "digits_distill", "digits_nas"]
+RECIPES = ["digits", "digits_prune", "digits_int8", "digits_distill", "digits_nas", "diabetes",
+           "digits_two_head", "digits_autoencoder"]
 SEED_LINE = re.compile(r"^seed:\s*\d+\s*(#.*)?$", re.M)
 
 
@@ -57,6 +58,7 @@ def gated_metrics(recipe, report: dict) -> list[dict]:
         if arts:
             out.append({"metric": f"{cfg.mode} drop vs float", "value": arts[-1]["accuracy_drop"],
                         "limit": cfg.max_accuracy_drop, "kind": "max"})
+    out += _task_metric_gates(recipe, files)
     nas = [s.config.constraints for s in recipe.stages if s.name == "nas"]
     for a in report["artifacts"]:
         if nas and a.get("nas_latency_ms") is not None:  # the search's own measurement
@@ -67,10 +69,41 @@ def gated_metrics(recipe, report: dict) -> list[dict]:
     return out
 
 
+def _task_metric_gates(recipe, report_files: list[dict]) -> list[dict]:
+    """min_metric / max_metric_drop (recipe gates) and a quantize stage's max_metric_drop, in the
+    direction of the task's primary metric (a regressor's MAE: lower is better)."""
+    g, out = recipe.gates, []
+    files = [a for a in report_files if a.get("task") and a["task"]["primary"] in a]
+    if not files:
+        return out
+    p, higher = files[0]["task"]["primary"], files[0]["task"]["higher_is_better"]
+    vals = [a[p] for a in files]
+    if g.min_metric is not None:
+        out.append({"metric": f"{'lowest' if higher else 'highest'} .tflite {p}",
+                    "value": min(vals) if higher else max(vals), "limit": g.min_metric,
+                    "kind": "min" if higher else "max"})
+    worse = [a["keras_" + p] - a[p] if higher else a[p] - a["keras_" + p]
+             for a in files if a.get("keras_" + p) is not None]
+    if g.max_metric_drop is not None and worse:
+        out.append({"metric": f"largest {p} loss .tflite vs its Keras model", "value": max(worse),
+                    "limit": g.max_metric_drop, "kind": "max"})
+    for cfg in (s.config for s in recipe.stages if s.name == "quantize"):
+        arts = [a for a in files if a.get("mode") == cfg.mode and a.get("metric_drop") is not None]
+        if cfg.max_metric_drop is not None and arts:
+            out.append({"metric": f"{cfg.mode} {p} loss vs float", "value": arts[-1]["metric_drop"],
+                        "limit": cfg.max_metric_drop, "kind": "max"})
+    return out
+
+
 def info_metrics(report: dict) -> list[dict]:
-    """Accuracies worth seeing beside the gates: each Keras model's test accuracy."""
-    return [{"metric": f"{a['stage']}/{a['name']} Keras accuracy", "value": a["accuracy"]}
-            for a in report["artifacts"] if a["format"] == "keras" and a.get("accuracy") is not None]
+    """Numbers worth seeing beside the gates: each Keras model's test accuracy (or the task's
+    primary metric)."""
+    out = []
+    for a in report["artifacts"]:
+        p = (a.get("task") or {}).get("primary", "accuracy")
+        if a["format"] == "keras" and a.get(p) is not None:
+            out.append({"metric": f"{a['stage']}/{a['name']} Keras {p}", "value": a[p]})
+    return out
 
 
 def one_run(name: str, seed: int, work: Path) -> dict:
@@ -127,14 +160,14 @@ def render(rows: list[dict], command: str, seconds: float) -> str:
             lines.append(f"| {name} | {metric} | {gate} | {_fmt(min(vals))} | "
                          f"{_fmt(statistics.mean(vals))} | {_fmt(max(vals))} | "
                          f"{passes}/{runs} seeds |")
-    lines += ["", "Test accuracy of every Keras model the recipes made (not gated; min / mean / "
-              "max over seeds), and wall time per run:", "",
-              "| recipe | model | min | mean | max |", "|---|---|---:|---:|---:|"]
+    lines += ["", "Test accuracy (or the task's metric) of every Keras model the recipes made (not "
+              "gated; min / mean / max over seeds), and wall time per run:", "",
+              "| recipe | model and metric | min | mean | max |", "|---|---|---:|---:|---:|"]
     for name in dict.fromkeys(r["recipe"] for r in rows):
         ok = [r for r in rows if r["recipe"] == name and "info" in r]
         for metric in dict.fromkeys(m["metric"] for r in ok for m in r["info"]):
             vals = [m["value"] for r in ok for m in r["info"] if m["metric"] == metric]
-            lines.append(f"| {name} | {metric.removesuffix(' Keras accuracy')} | "
+            lines.append(f"| {name} | {metric.replace(' Keras ', ' ')} | "
                          f"{_fmt(min(vals))} | {_fmt(statistics.mean(vals))} | {_fmt(max(vals))} |")
         secs = [r["seconds"] for r in rows if r["recipe"] == name]
         lines.append(f"| {name} | wall time per run (s) | {min(secs):.0f} | "
