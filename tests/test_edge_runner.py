@@ -162,7 +162,8 @@ def test_bad_model_files(tmp_path):
                               "Pass a .tflite file made by the TFLite converter.")
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40)
-    with pytest.raises(RunnerError, match=r"^Cannot load .*broken\.tflite with litert 2\.3"):
+    with pytest.raises(RunnerError, match=r"^Cannot load \S+/broken\.tflite with litert 2\.3\.0: "
+                                          r"The model is not a valid Flatbuffer buffer$"):
         backends.load(broken)
     with pytest.raises(RunnerError, match=r"^Expected threads >= 1\. Received: threads=0$"):
         backends.load(junk, threads=0)

@@ -107,7 +107,8 @@ def test_predictor_learns_the_correction_and_its_error():
     assert p.predict_keys(keys) == pytest.approx(want, rel=0.05)
     assert p.describe() == (f"90% of 8 calibration models within ±{100 * p.expected_error:.1f}% "
                             f"(leave-one-out; 100% within ±10%)")
-    with pytest.raises(UserError, match="lacks 1 op"):
+    with pytest.raises(UserError, match=r"^latency table unused\.json lacks 1 op\(s\), e\.g\. nope; "
+                                        r"run `edgepipe latency table` for this model first$"):
         p.predict_keys(["nope"])
 
 

@@ -39,12 +39,17 @@ def test_tfmot_default_frequency_on_a_small_run_is_an_error():
         "pruning frequency=100 is more than the 34 steps between begin_step=0 and end_step=34 "
         "(34 training steps): the target sparsity would never be reached. "
         "Use frequency <= 34 or leave it unset")
-    with pytest.raises(UserError, match="never fires in the 34 training steps"):
+    with pytest.raises(UserError, match=r"^pruning frequency=100 never fires in the 34 training "
+                                        r"steps \(begin_step=0, end_step=34\): the model would "
+                                        r"stay dense\. Use frequency <= 34 or leave it unset$"):
         M.plan_schedule(34, 0.8, "constant", frequency=100)
 
 
 def test_frequency_that_misses_the_end_step_is_an_error():
-    with pytest.raises(UserError, match="Expected frequency to divide end_step - begin_step"):
+    with pytest.raises(UserError, match=r"^Expected frequency to divide end_step - begin_step "
+                                        r"so the last mask update reaches the target\. Received: "
+                                        r"frequency=7, begin_step=0, end_step=50; leave frequency "
+                                        r"unset to fit it automatically$"):
         M.plan_schedule(100, 0.8, end_step=50, frequency=7)
 
 

@@ -10,8 +10,10 @@ def test_spec_shorthands():
     assert models.ModelSpec.model_validate("small_cnn").zoo == "small_cnn"
     assert models.ModelSpec.model_validate("keras.applications.MobileNetV2").application == "MobileNetV2"
     assert models.ModelSpec.model_validate("m/model.keras").path == "m/model.keras"
-    with pytest.raises(ValueError, match="give exactly one of zoo, application, path"):
+    with pytest.raises(ValueError) as e:
         models.ModelSpec(zoo="small_cnn", path="x.keras")
+    assert [x["msg"] for x in e.value.errors()] == [
+        "Value error, give exactly one of zoo, application, path; got ['zoo', 'path']"]
 
 
 def test_zoo_mobilenet_family_scales_with_width_and_depth():
@@ -29,7 +31,8 @@ def test_zoo_mobilenet_family_scales_with_width_and_depth():
 def test_keras_applications_without_weights():
     m = models.from_spec("keras.applications.MobileNetV2", (32, 32, 3), 7)
     assert m.output_shape == (None, 7)
-    with pytest.raises(UserError, match='unknown keras.applications model \'MobileNetV3\''):
+    with pytest.raises(UserError, match=r"^unknown keras\.applications model 'MobileNetV3' "
+                                        r"\(did you mean \"MobileNetV2\"\?\)$"):
         models.from_spec({"application": "MobileNetV3"}, (32, 32, 3), 7)
 
 
@@ -57,7 +60,8 @@ def test_load_errors(tmp_path):
         models.load_model(bad)
     txt = tmp_path / "m.txt"
     txt.write_text("x")
-    with pytest.raises(UserError, match="expected a .keras or .h5 file or a SavedModel folder$"):
+    with pytest.raises(UserError, match=r"^cannot load \S+/m\.txt: expected a \.keras or \.h5 "
+                                        r"file or a SavedModel folder$"):
         models.load_model(txt)
 
 
@@ -78,7 +82,8 @@ def test_lambda_model_is_refused_in_safe_mode(tmp_path):
 
 def test_input_shape_mismatch_is_one_line():
     with pytest.raises(UserError, match=r"^dataset samples have shape \[16, 16, 1\] but the model "
-                                        r"expects \[8, 8, 1\]; set dataset.input_size"):
+                                        r"expects \[8, 8, 1\]; set dataset\.input_size/channels to "
+                                        r"match, or use a model built for this data$"):
         models.check_input(tiny_model(), (16, 16, 1))
 
 
@@ -94,11 +99,14 @@ def test_output_narrower_than_the_classes_is_one_line():
 
     with pytest.raises(UserError, match=r"^the model output 'classifier' has 5 units but the "
                                         r"dataset has 10 classes; classification needs one softmax "
-                                        r"unit per class"):
+                                        r"unit per class \(also for 2 classes\): use a model "
+                                        r"built for this data, or task: regression$"):
         tasks.bind(None, tiny_model(num_classes=5), ds(10))
     # a 1-unit sigmoid binary model: argmax over one output is always class 0
     with pytest.raises(UserError, match=r"^the model output 'classifier' has 1 unit but the "
-                                        r"dataset has 2 classes"):
+                                        r"dataset has 2 classes; classification needs one softmax "
+                                        r"unit per class \(also for 2 classes\): use a model "
+                                        r"built for this data, or task: regression$"):
         tasks.bind(None, tiny_model(num_classes=1), ds(2))
     # more outputs than the labels seen (a subset of the model's classes) is fine
     assert tasks.bind(None, tiny_model(num_classes=12), ds(10)).name == "classification"

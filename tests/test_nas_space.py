@@ -118,7 +118,8 @@ def test_resolution_must_fit_the_data():
 
     check_resolution({"resolution": [4, 8]}, (8, 8, 1))
     with pytest.raises(ValueError, match=r"^Expected resolution <= the dataset's input size 8x8\. "
-                                         r"Received: resolution=\[8, 16\]; raise "):
+                                         r"Received: resolution=\[8, 16\]; raise dataset\.input_size "
+                                         r"or lower the resolutions$"):
         check_resolution({"resolution": [8, 16]}, (8, 8, 1))
 
 

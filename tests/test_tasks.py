@@ -198,10 +198,14 @@ def test_user_metric_becomes_the_primary(user_metrics):
 
 
 def test_task_spec_errors():
-    with pytest.raises(ValueError, match="metric m:f needs higher_is_better: true or false"):
+    with pytest.raises(ValueError) as e:
         tasks.TaskSpec(metric="m:f")
-    with pytest.raises(ValueError, match="expected metric as package.module:function"):
+    assert [x["msg"] for x in e.value.errors()] == [
+        "Value error, metric m:f needs higher_is_better: true or false"]
+    with pytest.raises(ValueError) as e:
         tasks.TaskSpec(metric="m.f", higher_is_better=True)
+    assert [x["msg"] for x in e.value.errors()] == [
+        "Value error, expected metric as package.module:function. Received: metric='m.f'"]
 
 
 # ----- stages on several inputs and outputs -------------------------------------------------------
