@@ -159,3 +159,44 @@ def test_qat_starts_where_the_float_model_is():
     assert ranges["kernel_max:0"] == pytest.approx(np.abs(w * 40).max(), rel=1e-5)
     f, q = m.predict(x, verbose=0), qat.predict(x, verbose=0)
     assert np.mean(f.argmax(-1) == q.argmax(-1)) >= 0.95 and np.abs(f - q).max() < 0.1
+
+
+def test_layers_tfmot_adds_do_not_take_names_the_model_already_has():
+    """Regression: TF-MOT splits a SeparableConv2D into a DepthwiseConv2D and a Conv2D that
+    tf_keras names from its own per-process counters ('depthwise_conv2d', 'conv2d'). A model
+    loaded from a file (a Keras 3 model rebuilt in tf_keras, a run's model.keras in a new
+    process) may already hold those names: TF-MOT wires its graph by name, so the split's
+    pointwise read the model's own DepthwiseConv2D instead (the Keras 3 `residual` test model's
+    QAT model was at 0.16 accuracy before any training, from 0.93)."""
+    keras.backend.clear_session()  # a new process: tf_keras's name counters start from zero
+    i = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(i)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise_conv2d")(x)
+    y = keras.layers.Conv2D(8, 1, name="conv2d")(y)  # the same shapes as the split's: no error
+    z = keras.layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    c = keras.layers.Concatenate(name="cat")([y, z])
+    o = keras.layers.Dense(10, name="classifier")(keras.layers.GlobalAveragePooling2D(name="gap")(c))
+    m = keras.Model(i, o)
+    qat, _ = Q.quantize_aware(m)
+    names = [layer.name for layer in qat.layers]
+    assert len(names) == len(set(names)) == len(m.layers) + 2, names  # the split, quantize_layer
+    # each branch into the Concatenate: Conv2D <- DepthwiseConv2D <- stem, with its own weights
+    inbound = {e["name"]: [n[0] for n in e["inbound_nodes"][0]]
+               for e in qat.get_config()["layers"] if e["inbound_nodes"]}
+    inner = {layer.name: getattr(layer, "layer", layer) for layer in qat.layers}
+    sep = m.get_layer("sep")
+    kernels = []
+
+    def weight(layer, short):
+        return next(v.numpy() for v in layer.weights if v.name.endswith(f"/{short}:0"))
+
+    for pw in inbound["quant_cat"]:
+        dw = inbound[pw][0]
+        assert (type(inner[pw]).__name__, type(inner[dw]).__name__, inbound[dw]) == (
+            "Conv2D", "DepthwiseConv2D", ["quant_stem"])
+        kernels.append((weight(qat.get_layer(dw), "depthwise_kernel"),
+                        weight(qat.get_layer(pw), "kernel")))
+    np.testing.assert_array_equal(kernels[0][0], m.get_layer("depthwise_conv2d").depthwise_kernel)
+    np.testing.assert_array_equal(kernels[0][1], m.get_layer("conv2d").kernel)
+    np.testing.assert_array_equal(kernels[1][0], sep.depthwise_kernel)
+    np.testing.assert_array_equal(kernels[1][1], sep.pointwise_kernel)

@@ -26,6 +26,30 @@ def require_graph_model(model, what: str) -> None:
             f"subclassed models are not supported. Received: model={type(model).__name__}")
 
 
+def reserve_layer_names(model) -> None:
+    """Make the names tf_keras gives new unnamed layers skip every layer name `model` holds.
+
+    tf_keras names an unnamed layer from a per-process counter ('conv2d', 'conv2d_1', ...) that
+    knows only the layers this process named. A model loaded from a file (a Keras 3 model rebuilt
+    here, a run's model.keras in a new process) already holds such names, and TF-MOT's layout
+    transforms (SeparableConv2D split into DepthwiseConv2D + Conv2D) create unnamed layers and
+    then wire the graph by name: a clash silently connected the split to the model's own layer.
+    """
+    from tf_keras.src.backend import unique_object_name  # what Layer() calls for its name
+
+    highest: dict[str, int] = {}
+    for layer in flat_layers(model):
+        base, sep, num = layer.name.rpartition("_")
+        if sep and num.isdigit() and not (len(num) > 1 and num.startswith("0")):
+            highest[base] = max(highest.get(base, 0), int(num))
+        highest.setdefault(layer.name, 0)
+    for base, top in highest.items():
+        while True:  # take names from the counter until the next one is past the model's
+            got = unique_object_name(base, zero_based=True)
+            if (0 if got == base else int(got.rpartition("_")[2])) >= top:
+                break
+
+
 def check_ratio(value, name: str, *, low_open: bool = False, high_closed: bool = False) -> float:
     """Keras-style range check: [0, 1) by default; (0, 1] with low_open + high_closed."""
     lo, hi = ("(" if low_open else "["), ("]" if high_closed else ")")

@@ -225,6 +225,7 @@ def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "au
     scheme = make_scheme(chosen)
     skipped = {n for n, _ in bad}
     base = K.clone_with_weights(model)
+    K.reserve_layer_names(base)  # the layers TF-MOT's transforms add get names of their own
     if skipped:
         def annotate(layer):
             if layer.name in skipped or isinstance(layer, keras.layers.InputLayer):
