@@ -363,7 +363,7 @@ def test_cli_list_and_unknown_device(inv_path, tmp_path):
         f'error: Unknown device "pi44" (did you mean "pi4"?) in {inv_path}; known devices: '
         "jetson, pi4, pi5")
     r = CliRunner().invoke(main, ["deploy", str(model), "--devices", str(inv_path)])
-    assert r.exit_code == 2 and "error: Expected --device NAME or --tag TAG" in r.output
+    assert (r.exit_code, r.stderr) == (2, "error: Expected --device NAME or --tag TAG\n")
 
 
 def test_remote_command_lines_are_quoted_joins():

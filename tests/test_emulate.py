@@ -108,7 +108,8 @@ def test_stopping_a_board_that_is_not_running_is_harmless(host, tmp_path):
     r = CliRunner().invoke(main, ["devices", "emulate", "stop"])
     assert (r.exit_code, r.output) == (0, "no emulated board is running; nothing to stop\n")
     r = CliRunner().invoke(main, ["devices", "emulate", "status"])
-    assert r.output.startswith("no emulated board yet in ")
+    assert r.output == (f"no emulated board yet in {emulate.cache_dir()}; start one: edgepipe "
+                        "devices emulate start\n")
 
 
 def test_board_entry_and_known_hosts_line(host, tmp_path):

@@ -6,6 +6,7 @@ TF_USE_LEGACY_KERAS), exactly as a user's Keras 3 would.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -220,11 +221,14 @@ def test_every_loader_failure_is_one_line(k3, tmp_path):
             assert text == message
     with pytest.raises(UserError) as e:
         models.load_model(text_h5)
-    assert str(e.value).startswith(f"cannot load model {text_h5}: not a readable HDF5 file (")
+    assert re.fullmatch(rf"cannot load model {re.escape(str(text_h5))}: not a readable HDF5 file "
+                        r"\([^\n]+\)", str(e.value)), str(e.value)
     with pytest.raises(UserError) as e:
         models.load_model(unknown)
-    assert str(e.value).startswith(f"cannot load Keras 3 model {unknown} with Keras 3.")
-    assert "Flattenish" in str(e.value)
+    assert re.fullmatch(rf"cannot load Keras 3 model {re.escape(str(unknown))} with Keras "
+                        r"3\.\d+\.\d+: ValueError: Could not deserialize "
+                        r"'keras\.layers\.Flattenish' because it is not a KerasSaveable subclass",
+                        str(e.value)), str(e.value)
 
 
 def test_cli_loader_failure_is_exit_2_and_one_line(k3, tmp_path):

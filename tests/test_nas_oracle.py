@@ -203,7 +203,9 @@ def test_cli_worker_with_a_chief_that_does_not_answer(tmp_path, monkeypatch, wor
         f"error: the nas chief cannot listen on 127.0.0.1:{taken} (port in use or address not "
         f"on this machine); pick another --address")
     res = CliRunner().invoke(main, ["nas", "r.yaml"])
-    assert res.exit_code == 2 and "give --chief or --worker" in res.stderr
+    assert (res.exit_code, res.stderr) == (2, "error: give --chief or --worker (one machine: "
+                                           "edgepipe run RECIPE --workers N) (see edgepipe nas "
+                                           "--help)\n")
     res = CliRunner().invoke(main, ["nas", "r.yaml", "--worker", "--address", "h:1", "--stage",
                                     "02_nas"])
     assert res.exit_code == 2
