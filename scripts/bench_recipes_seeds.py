@@ -58,7 +58,7 @@ def gated_metrics(recipe, report: dict) -> list[dict]:
         if arts:
             out.append({"metric": f"{cfg.mode} drop vs float", "value": arts[-1]["accuracy_drop"],
                         "limit": cfg.max_accuracy_drop, "kind": "max"})
-    out += _task_metric_gates(recipe, files)
+    out += _task_metric_gates(recipe, [a for a in report["artifacts"] if a["format"] == "tflite"])
     nas = [s.config.constraints for s in recipe.stages if s.name == "nas"]
     for a in report["artifacts"]:
         if nas and a.get("nas_latency_ms") is not None:  # the search's own measurement
