@@ -121,8 +121,8 @@ class _Stub:
     """
 
     def __init__(self, address: str, timeout: float, call_timeout: float | None = None,
-                 tuner_id: str | None = None, token: str | None = None):
-        self.address, self.timeout, self.answered = address, timeout, False
+                 tuner_id: str | None = None, token: str | None = None, role: str = "nas"):
+        self.address, self.timeout, self.answered, self.role = address, timeout, False, role
         self.call_timeout = call_timeout or max(600.0, 10 * timeout)
         self.metadata = (((TUNER_KEY, tuner_id.encode()),) if tuner_id else ()) + (
             ((TOKEN_KEY, token.encode()),) if token else ())
@@ -159,11 +159,11 @@ class _Stub:
     def _unreachable(self, call: str) -> ChiefUnreachable:
         if not self.answered:
             return ChiefUnreachable(
-                f"the nas chief at {self.address} did not answer within {self.timeout:g}s: "
-                f"start `edgepipe nas RECIPE --chief` there first, or check the address and "
-                f"the firewall")
+                f"the {self.role} chief at {self.address} did not answer within "
+                f"{self.timeout:g}s: start `edgepipe nas RECIPE --chief` there first, or check "
+                f"the address and the firewall")
         return ChiefUnreachable(
-            f"the nas chief at {self.address} stopped answering (unreachable for "
+            f"the {self.role} chief at {self.address} stopped answering (unreachable for "
             f"{self.timeout:g}s at {call}): it finished or died; this worker stops (a result it "
             f"held was not recorded and will run again when the chief resumes)")
 
@@ -172,13 +172,15 @@ class _Stub:
         if code == grpc.StatusCode.UNAVAILABLE:
             return self._unreachable(call)
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            return ChiefUnreachable(f"the nas chief at {self.address} refused this worker: "
+            return ChiefUnreachable(f"the {self.role} chief at {self.address} refused this "
+                                    f"worker: "
                                     f"{e.details()}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ChiefUnreachable(f"the nas chief at {self.address} is connected but did not "
+            return ChiefUnreachable(f"the {self.role} chief at {self.address} is connected but "
+                                    f"did not "
                                     f"reply to {call} within {self.call_timeout:g}s")
         details = e.details() if hasattr(e, "details") else str(e)
-        return ChiefUnreachable(f"the nas chief at {self.address} failed on {call}: "
+        return ChiefUnreachable(f"the {self.role} chief at {self.address} failed on {call}: "
                                 f"{code.name if code else 'error'}: {details}")
 
 
@@ -186,17 +188,18 @@ class RemoteOracle(oracle_client.OracleClient):
     """keras-tuner's OracleClient with a deadline on every call."""
 
     def __init__(self, oracle, address: str, tuner_id: str, timeout: float,
-                 token: str | None = None):
+                 token: str | None = None, role: str = "nas"):
         self._oracle = oracle
-        self.stub = _Stub(address, timeout, tuner_id=tuner_id, token=token)
+        self.stub = _Stub(address, timeout, tuner_id=tuner_id, token=token, role=role)
         self.tuner_id = tuner_id
         self.multi_worker = False
         self.should_report = True
 
 
-def remote(address: str, tuner_id: str, timeout: float, token: str | None = None) -> Callable:
+def remote(address: str, tuner_id: str, timeout: float, token: str | None = None,
+           role: str = "nas") -> Callable:
     """For EdgeTuner(remote=...): wraps the tuner's local oracle into a RemoteOracle."""
-    return lambda oracle: RemoteOracle(oracle, address, tuner_id, timeout, token)
+    return lambda oracle: RemoteOracle(oracle, address, tuner_id, timeout, token, role)
 
 
 class Heartbeat:
@@ -235,14 +238,15 @@ class Heartbeat:
         e = f.exception()
         if e is None:
             if self._failing:
-                log.info("[nas %s] heartbeats reach the chief again", self.tuner_id)
+                log.info("[%s %s] heartbeats reach the chief again", self.stub.role,
+                         self.tuner_id)
             self._failing = False
         elif not self._failing and e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
             # DEADLINE_EXCEEDED: a busy chief answers late, but it heard the beat arrive
             self._failing = True
-            log.warning("[nas %s] heartbeat to the chief at %s failed (%s); the trial goes on, "
-                        "but the chief hands it to another worker if this lasts", self.tuner_id,
-                        self.stub.address, e.code().name)
+            log.warning("[%s %s] heartbeat to the chief at %s failed (%s); the trial goes on, "
+                        "but the chief hands it to another worker if this lasts", self.stub.role,
+                        self.tuner_id, self.stub.address, e.code().name)
         return True
 
 
@@ -346,7 +350,8 @@ class Chief:
     search: keras-tuner's service has no authentication of its own)."""
 
     def __init__(self, oracle, bind: str, lease: float | None = lease_for(),
-                 token: str | None = None):
+                 token: str | None = None, role: str = "nas"):
+        self.role = role
         host, port = parse_address(bind)
         if token is None and not is_loopback(host):
             raise UserError(f"the nas chief would listen on {host}:{port}, beyond this machine, "
@@ -390,7 +395,8 @@ class Chief:
             return out
         for tuner_id, tid, seconds in self.oracle.expire(self.heard.silence, self.lease):
             out[tuner_id] = f"went silent ({seconds:.1f}s without a heartbeat)"
-            log.warning("[nas] worker %s silent for %.1fs (lease %gs): %s", tuner_id, seconds,
+            log.warning("[%s] worker %s silent for %.1fs (lease %gs): %s", self.role, tuner_id,
+                        seconds,
                         self.lease, f"trial {tid} goes back to the queue" if tid else
                         "it held no trial; the chief stops waiting for it")
         return out
@@ -406,14 +412,7 @@ class Chief:
         silent: dict[str, str] = {}
         try:
             while True:
-                for w in workers:
-                    if w.returncode not in (None, 0) and w.tuner_id not in dead:
-                        dead[w.tuner_id] = w.ending()
-                        tid = self.oracle.requeue(w.tuner_id)
-                        log.warning("[nas] worker %s %s; %s (log: %s)", w.tuner_id,
-                                    dead[w.tuner_id], f"trial {tid} goes back to the queue"
-                                    if tid else "it held no trial", w.log_path)
-                silent.update(self.expire_silent())
+                self.watch(workers, dead, silent)
                 local_done = all(w.returncode is not None for w in workers)
                 if local_done and (not remote_workers or self.finished()):
                     break
@@ -435,6 +434,20 @@ class Chief:
             how = "died or went silent" if silent else "died"
             raise UserError(f"nas workers {how} before the search ended ({who}); {what}: run "
                             f"again to finish the search (finished trials are kept)")
+
+    def watch(self, workers: Sequence["LocalWorker"], dead: dict[str, str],
+              silent: dict[str, str]) -> None:
+        """One look at the workers: a local worker that died since the last look (added to
+        `dead`: tuner id → how it ended), or any worker silent longer than the lease (added to
+        `silent`), hands its trial back to the oracle's queue."""
+        for w in workers:
+            if w.returncode not in (None, 0) and w.tuner_id not in dead:
+                dead[w.tuner_id] = w.ending()
+                tid = self.oracle.requeue(w.tuner_id)
+                log.warning("[%s] worker %s %s; %s (log: %s)", self.role, w.tuner_id,
+                            dead[w.tuner_id], f"trial {tid} goes back to the queue"
+                            if tid else "it held no trial", w.log_path)
+        silent.update(self.expire_silent())
 
     def stop(self) -> None:
         self.server.stop(grace=1).wait(5)

@@ -45,7 +45,11 @@ kt_utils.save_json = _atomic_json
 
 
 class EdgeOracleMixin:
-    """Put before a keras_tuner Oracle class (see `make_oracle`)."""
+    """Put before a keras_tuner Oracle class (see `make_oracle`). Its log lines start with
+    `prefix`; `describe`, `result` and `progress` word them (another user of the machinery, the
+    adapt stage's candidates, overrides them: search/candidates.py)."""
+
+    prefix = "[nas]"
 
     def _edge_init(self, time_limit_s: float | None, num_stages: int) -> None:
         self.time_limit_s = time_limit_s
@@ -90,11 +94,25 @@ class EdgeOracleMixin:
             self.ran_by.setdefault(trial.trial_id, []).append(tuner_id)
             self._started[trial.trial_id] = time.time()
             self.save()
-            from pipeline.search.space import describe
-
-            log.info("[nas] trial %s started on %s: %s", trial.trial_id, tuner_id,
-                     describe(trial.hyperparameters.values, self.num_stages))
+            log.info("%s trial %s started on %s: %s", self.prefix, trial.trial_id, tuner_id,
+                     self.describe(trial.hyperparameters.values))
         return trial
+
+    def describe(self, values: dict) -> str:
+        """A trial's candidate in one line (the nas architecture)."""
+        from pipeline.search.space import describe
+
+        return describe(values, self.num_stages)
+
+    def progress(self, trial) -> str:
+        """What the log line of a finished trial adds: the best feasible trial so far."""
+        best = best_trial(self.trials.values())
+        return (f"best: trial {best.trial_id} {summary(metrics_of(best), short=True)}"
+                if best else "no feasible trial yet")
+
+    def result(self, trial) -> str:
+        """A completed trial's metrics in one line."""
+        return summary(metrics_of(trial))
 
     def holds(self, tuner_id: str | None, trial_id: str, call: str) -> bool:
         """Whether a report on `trial_id` from `tuner_id` (None: unknown caller) counts: the
@@ -108,8 +126,8 @@ class EdgeOracleMixin:
         now = (f"it runs on {holder}" if holder else "it is unknown" if t is None
                else "it waits to run again" if trial_id in self._retry_queue
                else f"it is {t.status}")
-        log.warning("[nas] ignored a late %s for trial %s from %s: it was handed back to the "
-                    "queue (worker dead or silent) and %s now", call, trial_id,
+        log.warning("%s ignored a late %s for trial %s from %s: it was handed back to the "
+                    "queue (worker dead or silent) and %s now", self.prefix, call, trial_id,
                     tuner_id or "a worker", now)
         return False
 
@@ -128,16 +146,14 @@ class EdgeOracleMixin:
         seconds = time.time() - self._started.pop(trial.trial_id, time.time())
         who = (self.ran_by.get(trial.trial_id) or ["?"])[-1]
         if t.status == TrialStatus.COMPLETED:
-            what = summary(metrics_of(t))
+            what = self.result(t)
         else:
             what = f"{t.status}: {last_line(t.message)}"
-        best = best_trial(self.trials.values())
-        best_text = (f"best: trial {best.trial_id} {summary(metrics_of(best), short=True)}"
-                     if best else "no feasible trial yet")
         done = sum(1 for x in self.trials.values() if x.status in FINISHED)
         budget = f"/{self.max_trials}" if self.max_trials else ""
-        log.info("[nas] trial %s (%s) %s in %.1fs | %s | %d%s trials, %.1f min", trial.trial_id,
-                 who, what, seconds, best_text, done, budget, (time.time() - self.began) / 60)
+        log.info("%s trial %s (%s) %s in %.1fs | %s | %d%s trials, %.1f min", self.prefix,
+                 trial.trial_id, who, what, seconds, self.progress(t), done, budget,
+                 (time.time() - self.began) / 60)
 
     @kt.synchronized
     def requeue(self, tuner_id: str) -> str | None:
@@ -192,8 +208,8 @@ class EdgeOracleMixin:
         for tid in self._retry_queue:
             self.trials[tid].metrics = metrics_tracking.MetricsTracker()  # drop partial reports
         if self._retry_queue:
-            log.info("[nas] resuming: %d trials finished, %d interrupted to run again",
-                     len(self.end_order), len(self._retry_queue))
+            log.info("%s resuming: %d trials finished, %d interrupted to run again",
+                     self.prefix, len(self.end_order), len(self._retry_queue))
 
 
 FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED)  # INVALID: waiting for a retry
