@@ -161,11 +161,11 @@ def test_verbose_shows_the_traceback_and_still_exits_2(cli, flag):
     assert r.stderr.splitlines()[-1] == "error: recipe file not found: nope.yaml"
 
 
-def test_workers_without_a_nas_stage(cli, tmp_path):
+def test_workers_without_a_nas_or_adapt_stage(cli, tmp_path):
     write_recipe(tmp_path)
     _one_line_error(cli("run", "recipe.yaml", "--workers", "2"),
-                    "--workers 2: recipe.yaml has no nas stage to distribute; drop --workers or "
-                    "add a nas stage")
+                    "--workers 2: recipe.yaml has no nas or adapt stage to distribute; drop "
+                    "--workers or add a nas or adapt stage")
     assert _files(tmp_path) == ["recipe.yaml"]
 
 

@@ -1,5 +1,6 @@
 """`edgepipe adapt MODEL --max-latency-ms X | --latency-ratio R`: NetAdapt to a latency budget
-measured on a target, without a recipe (the `adapt` stage's loop)."""
+measured on a target, without a recipe (the `adapt` stage's loop). `--workers N` scores each
+iteration's candidates on N `edgepipe adapt-worker` processes (started by adapt itself; hidden)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import click
 
 from pipeline.artifacts import json_text
-from pipeline.cli.common import (data_option, dataset_for_model, force_option, keras3_note,
-                                 keras_output_path, output_path, save_keras, unsafe_option)
+from pipeline.cli.common import (data_option, data_spec_for_model, dataset_for_model,
+                                 force_option, keras3_note, keras_output_path, output_path,
+                                 save_keras, unsafe_option)
 
 
 @click.command()
@@ -36,12 +38,19 @@ from pipeline.cli.common import (data_option, dataset_for_model, force_option, k
               help="adapted .keras (default: MODEL's name + _adapted.keras beside it); the chosen "
                    ".tflite and an <out>.adapt/ folder (checkpoints: a re-run resumes) go beside it")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="score each iteration's candidates on N worker processes on this host "
+                   "(the same choice as without)")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="workers: a worker silent for this + 3 heartbeats (30 s) loses its candidate "
+                   "to the others")
 @force_option
 @unsafe_option
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_drop,
           quantization, max_iterations, short_epochs, epochs, batch_size, learning_rate, criterion,
-          round_to, min_channels, table, devices, out, seed, force, unsafe, as_json) -> None:
+          round_to, min_channels, table, devices, out, seed, workers, timeout, force, unsafe,
+          as_json) -> None:
     """Prune MODEL's channels until its latency measured on TARGET meets the budget."""
     from pipeline import models, tflite
     from pipeline.cli.prune import config_from_options
@@ -63,7 +72,9 @@ def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_
     ds = dataset_for_model(data, model, seed=seed)
     require_classification(None, ds, "adapt")
     res = adapt_model(model, ds, cfg, dest.with_suffix(".adapt"), seed=seed, devices=devices,
-                      say=click.echo)
+                      say=click.echo, workers=workers, timeout=timeout,
+                      data={"dataset": data_spec_for_model(data, model).model_dump(mode="json"),
+                            "task": None})
     m = res["metrics"]
     m.update(save_keras(res["model"], dest, ds.x_test))
     tfl = output_path(None, dest.with_name(f"{dest.stem}_{res['mode']}.tflite"), force)
@@ -77,4 +88,21 @@ def adapt(model_path, data, target, max_latency_ms, latency_ratio, max_accuracy_
                f"({res['mode']}) test accuracy {tm['accuracy']:.4f}{keras3_note(m)}")
 
 
-commands = [adapt]
+@click.command("adapt-worker", hidden=True)
+@click.argument("state_dir", metavar="ADAPT_FOLDER", type=click.Path(exists=True, file_okay=False))
+@click.option("--address", required=True, metavar="HOST:PORT", help="the adapt chief")
+@click.option("--id", "tuner_id", required=True, help="this worker's name")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="seconds the chief may stay unreachable before the worker gives up")
+def adapt_worker(state_dir, address, tuner_id, timeout) -> None:
+    """Score adapt candidates for the chief at ADDRESS (started by `adapt --workers N`; the
+    token comes in $EDGEPIPE_NAS_TOKEN)."""
+    from pipeline.search.distribute import parse_address, read_token
+    from pipeline.stages.adapt_candidates import serve
+
+    parse_address(address)
+    ran = serve(Path(state_dir), address, tuner_id, timeout, read_token(None))
+    click.echo(f"worker {tuner_id}: ran {len(ran)} candidates; the chief said stop")
+
+
+commands = [adapt, adapt_worker]

@@ -11,7 +11,14 @@ def load_data(data: str, size: tuple[int, int] | None = None, channels: int | No
               seed: int = 0):
     """Load `data` (digits | a .npz file | an image folder | tfds:NAME), images resized to
     `size` with `channels` when given."""
-    from pipeline.data import DatasetSpec, load_dataset
+    from pipeline.data import load_dataset
+
+    return load_dataset(data_spec(data, size, channels), seed=seed)
+
+
+def data_spec(data: str, size: tuple[int, int] | None = None, channels: int | None = None):
+    """The DatasetSpec `load_data` loads (what a worker process is given to load the same)."""
+    from pipeline.data import DatasetSpec
 
     p = Path(data)
     if data.endswith(".npz"):
@@ -20,9 +27,8 @@ def load_data(data: str, size: tuple[int, int] | None = None, channels: int | No
         spec = {"name": "image_dir", "path": data}
     else:
         spec = {"name": data}
-    spec = validated(DatasetSpec, {**spec, "input_size": size, "channels": channels},
+    return validated(DatasetSpec, {**spec, "input_size": size, "channels": channels},
                      {k: "--data" for k in DatasetSpec.model_fields})
-    return load_dataset(spec, seed=seed)
 
 
 def validated(cls, settings: dict, options: dict[str, str]):
@@ -54,14 +60,20 @@ def dataset_for_model(data: str, model, seed: int = 0, task: str | None = None):
     """`load_data` shaped for a Keras `model`, with the task (`--task`, else inferred) bound to
     it and checked against its inputs and outputs (pipeline/tasks.py)."""
     from pipeline import modelio, tasks
+    from pipeline.data import load_dataset
 
-    shape = model.input_shape[1:] if not isinstance(model.input_shape, list) else ()
-    size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
-    channels = shape[-1] if len(shape) == 3 and shape[-1] in (1, 3) else None
-    ds = load_data(data, size, channels, seed)
+    ds = load_dataset(data_spec_for_model(data, model), seed=seed)
     tasks.bind(task, model, ds)
     modelio.check(model, ds.x_test)  # a Keras 3 file's tf_keras rebuild, before anything trains
     return ds
+
+
+def data_spec_for_model(data: str, model):
+    """`data_spec` with the images sized as `model` takes them."""
+    shape = model.input_shape[1:] if not isinstance(model.input_shape, list) else ()
+    size = tuple(shape[:2]) if len(shape) == 3 and None not in shape[:2] else None
+    channels = shape[-1] if len(shape) == 3 and shape[-1] in (1, 3) else None
+    return data_spec(data, size, channels)
 
 
 data_option = click.option("--data", default="digits", show_default=True,

@@ -16,7 +16,8 @@ from pipeline.artifacts import json_text
               "folder or 1-based index) even if it is up to date")
 @click.option("--force", is_flag=True, help="re-run every stage")
 @click.option("--workers", type=click.IntRange(0), default=0, help="nas: search with a chief and "
-              "N worker processes on this host")
+              "N worker processes on this host; adapt: score each iteration's candidates on N "
+              "worker processes")
 @click.option("--devices", "devices_path", type=click.Path(dir_okay=False), default=None,
               help="device inventory for profile targets (instead of the recipe's devices:)")
 def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
@@ -38,10 +39,11 @@ def run(recipe_file: str, out: str | None, from_stage: str | None, force: bool,
         from pipeline.errors import UserError
         from pipeline.stages.nas import Distribution
 
-        if not any(s.name == "nas" for s in r.stages):
-            raise UserError(f"--workers {workers}: {recipe_file} has no nas stage to distribute; "
-                            f"drop --workers or add a nas stage")
-        options["nas"] = Distribution(workers=workers)
+        names = {s.name for s in r.stages} & {"nas", "adapt"}
+        if not names:
+            raise UserError(f"--workers {workers}: {recipe_file} has no nas or adapt stage to "
+                            f"distribute; drop --workers or add a nas or adapt stage")
+        options.update({name: Distribution(workers=workers) for name in names})
     run_dir = Path(out or Path("runs") / r.name)
     before = {d.name: _manifest_id(d) for d in (run_dir.iterdir() if run_dir.is_dir() else ())}
     records = engine.run(r, run_dir, from_stage=from_stage, force=force, recipe_text=text,

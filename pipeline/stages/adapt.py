@@ -6,13 +6,17 @@ channels to remove to reach it (`compress/netadapt.py`, over the channel-pruning
 each proposal, fine-tunes it briefly (`training.fit`), and keeps the one with the best validation
 accuracy. The kept model is converted and timed on the target next to the starting model; the loop
 stops when that measurement meets the budget (aiming `margin` under it, so a re-measurement does
-not cross it). Then the result is fine-tuned properly, converted in each quantization mode, and
-the fastest mode whose validation accuracy stays within `max_accuracy_drop` of the starting
-model's is kept. A budget that cannot be met is an error naming the closest latency reached and
+not cross it). A candidate that already loses more than `max_accuracy_drop` of validation accuracy
+is never kept; when every candidate of an iteration does, the loop stops there (the budget unmet).
+The candidates run through `search.candidates.Pool` (adapt_candidates.py): in this process, or on
+`workers` processes over the nas search's chief/worker machinery, with the same result. Then
+the result is fine-tuned properly, converted in each quantization mode, and the fastest mode whose
+validation accuracy stays within `max_accuracy_drop` of the starting model's is kept. A budget that cannot be met is an error naming the closest latency reached and
 its accuracy; that model stays in the run's `.adapt/` folder, never reported as met.
 
-Every iteration is checkpointed (model + state.json, atomically) under `<run>/.adapt/<key>/`, so
-a killed run resumes at the iteration it was in.
+Every iteration is checkpointed (model + state.json, atomically) under `<run>/.adapt/<key>/`, and
+every scored candidate in its `candidates_*/` folder, so a killed run resumes in the iteration it
+was in without scoring a candidate twice.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from pipeline.errors import UserError
+from pipeline.stages import adapt_candidates as AC
 from pipeline.stages.base import Artifact, Stage, StageResult
 from pipeline.training import FitConfig
 
@@ -134,39 +139,30 @@ class _State:
         return self.data["iterations"]
 
 
-def _val_accuracy(model, ds) -> float:
-    from pipeline import models
-
-    return models.accuracy(model, ds.x_val, ds.y_val)
-
-
-def _fine_tune(model, ds, cfg: AdaptConfig, epochs: int, seed: int, prefix: str,
-               patience: int | None = None) -> None:
-    from pipeline.training import fit
-
-    fit(model, ds, FitConfig(epochs=epochs, batch_size=cfg.batch_size,
-                             learning_rate=cfg.learning_rate, optimizer=cfg.optimizer,
-                             patience=patience), seed=seed, prefix=prefix)
-
-
-def _iterate(cur, ds, cfg, state: _State, target, predictor, grid, budget, base_path, seed, say):
-    """NetAdapt iterations from `cur` until the measured latency meets the budget; returns the
-    model reached and whether it met the budget."""
+def _iterate(cur, ds, cfg, state: _State, target, predictor, grid, budget, base_path, seed, say,
+             pool=None) -> tuple[Any, "Unmet | None"]:
+    """NetAdapt iterations from `cur` until the measured latency meets the budget, each
+    iteration's candidates scored by `pool` (search.candidates.Pool). Returns the model reached
+    and None when it meets the budget, else why not (for `_closest`)."""
     from pipeline import models
     from pipeline.compress import netadapt
     from pipeline.latency.build import convert
     from pipeline.latency.ops import key, model_ops
+    from pipeline.search.oracle import metrics_of
 
-    data = ds.calibration(256) if cfg.criterion in ("mean_activation", "apoz") else None
+    def judged(ms: float, base_ms: float, why: str) -> Unmet | None:
+        # the margin is only an aim: a model that can shrink no further is judged by the budget
+        return None if ms <= budget.limit(base_ms) else Unmet(why)
+
+    start_acc = state.data["start"]["val_accuracy"]
     while True:
         last = state.iterations[-1] if state.iterations else state.data["start"]
         base_ms, cur_ms = last["base_ms"], last["ms"]
         if cur_ms <= budget.limit(base_ms, aim=True):
-            return cur, True
+            return cur, None
         i = len(state.iterations)
-        # the margin is only an aim: a model that can shrink no further is judged by the budget
         if i >= cfg.max_iterations:
-            return cur, cur_ms <= budget.limit(base_ms)
+            return cur, judged(cur_ms, base_ms, "max_iterations reached")
         ops, graph0, _ = model_ops(cur)
 
         def latency(graph, counts):
@@ -176,42 +172,69 @@ def _iterate(cur, ds, cfg, state: _State, target, predictor, grid, budget, base_
         goal = max(budget.limit(base_ms, aim=True), cur_ms - cfg.step * cfg.decay ** i * base_ms)
         props = netadapt.proposals(cur, grid, latency, goal / scale)
         if not props:
-            return cur, cur_ms <= budget.limit(base_ms)
-        best = None
-        for j, p in enumerate(props):
-            cand = netadapt.apply(cur, p, cfg.criterion, data)
-            _fine_tune(cand, ds, cfg, cfg.short_epochs, seed + 1000 * i + j,
-                       f"[adapt] iteration {i + 1} {p.group} {p.before}->{p.after}")
-            acc = _val_accuracy(cand, ds)
-            row = {"group": p.group, "before": p.before, "after": p.after,
-                   "predicted_ms": p.predicted_ms * scale, "val_accuracy": acc}
+            return cur, judged(cur_ms, base_ms, "no channel group can shrink further")
+        src = last.get("model", "start.keras")
+        trials = pool.run([{"iteration": i + 1, "candidate": j, "group": p.group,
+                            "after": p.after, "model": src, "seed": seed + 1000 * i + j}
+                           for j, p in enumerate(props)])
+        rows = []
+        for p, t in zip(props, trials):
+            acc = metrics_of(t)["val_accuracy"]
+            rows.append({"group": p.group, "before": p.before, "after": p.after,
+                         "predicted_ms": p.predicted_ms * scale, "val_accuracy": acc})
             say(f"[adapt] iteration {i + 1}: {p.group} {p.before}->{p.after} channels: predicted "
-                f"{row['predicted_ms']:.4g} ms, val accuracy {acc:.4f}")
-            if best is None or (acc, -p.predicted_ms) > (best[1]["val_accuracy"],
-                                                         -best[1]["predicted_ms"]):
-                best = (cand, row)
-        cur, row = best
+                f"{rows[-1]['predicted_ms']:.4g} ms, val accuracy {acc:.4f}"
+                + ("" if start_acc - acc <= cfg.max_accuracy_drop else
+                   f" (loses more than max_accuracy_drop {cfg.max_accuracy_drop:g})"))
+        # NetAdapt keeps the most accurate candidate (the fastest by the model among equals,
+        # the first among those), and never one that breaks the accuracy allowed
+        order = sorted(range(len(rows)), key=lambda j: (-rows[j]["val_accuracy"],
+                                                        rows[j]["predicted_ms"], j))
+        j = order[0]
+        if start_acc - rows[j]["val_accuracy"] > cfg.max_accuracy_drop:
+            state.data["rejected"] = {"iteration": i + 1, "candidates": rows}
+            state.save()
+            r = rows[j]
+            return cur, Unmet(
+                f"every candidate of iteration {i + 1} loses more than max_accuracy_drop "
+                f"{cfg.max_accuracy_drop:g} of validation accuracy; the best, {r['group']} "
+                f"{r['before']}->{r['after']} channels, keeps {r['val_accuracy']:.4f} against the "
+                f"starting {start_acc:.4f}", "raise the budget or max_accuracy_drop, or give "
+                "candidates more short_epochs")
+        row = rows[j]
+        cur = models.load_model(pool.trial_dir(trials[j]) / "model.keras", unsafe=True)
         path = state.dir / f"iter_{i + 1}.tflite"
         path.write_bytes(convert(cur, "fp32"))
         base_ms, ms = (r["ms"] for r in target.time([base_path, path]))
         models.save_model(cur, state.dir / f"iter_{i + 1}.keras")
         state.iterations.append({**row, "iteration": i + 1, "ms": ms, "base_ms": base_ms,
                                  "candidates": len(props), "model": f"iter_{i + 1}.keras"})
+        state.data.pop("rejected", None)
         state.save()  # last: the iteration counts as done only once this lands
+        for t in trials:  # the kept one is iter_N.keras now
+            (pool.trial_dir(t) / "model.keras").unlink(missing_ok=True)
         say(f"[adapt] iteration {i + 1}: kept {row['group']} {row['before']}->{row['after']}; "
             f"measured {ms:.4g} ms ({ms / base_ms:.2f} x the start), val accuracy "
             f"{row['val_accuracy']:.4f}")
 
 
-def _closest(state: _State, budget: Budget, target: str, why: str) -> UserError:
+class Unmet(NamedTuple):
+    """Why the loop ended over the budget, and what the user can do about it."""
+
+    why: str
+    hint: str = "raise the budget or lower min_channels"
+
+
+def _closest(state: _State, budget: Budget, target: str, why: str,
+             hint: str = Unmet._field_defaults["hint"]) -> UserError:
     rows = state.iterations or [state.data["start"]]
     best = min(rows, key=lambda r: r["ms"] / r["base_ms"])
     kept = state.dir / best.get("model", "start.keras")
     return UserError(
         f"adapt: the budget {budget.text(best['base_ms'])} on {target} cannot be met ({why}): "
         f"closest {best['ms']:.4g} ms measured ({best['ms'] / best['base_ms']:.2f} x the start) "
-        f"at validation accuracy {best['val_accuracy']:.4f}; that model is kept in {kept}; raise "
-        f"the budget or lower min_channels")
+        f"at validation accuracy {best['val_accuracy']:.4f}; that model is kept in {kept}; "
+        f"{hint}")
 
 
 def _choose_mode(cur, ds, cfg, state: _State, target, base_path, start_acc, seed, say):
@@ -226,7 +249,7 @@ def _choose_mode(cur, ds, cfg, state: _State, target, base_path, start_acc, seed
         src = cur
         if mode == "qat":
             src, _ = quantize_aware(cur)
-            _fine_tune(src, ds, cfg, cfg.qat_epochs, seed, "[adapt] qat")
+            AC.fine_tune(src, ds, cfg, cfg.qat_epochs, seed, "[adapt] qat")
         p = state.dir / f"final_{mode}.tflite"
         p.write_bytes(tflite.convert(src, QUANT[mode], calib if QUANT[mode] == "int8" else None))
         acc = float((tflite.predict(p, ds.x_val).argmax(-1) == ds.y_val).mean())
@@ -244,10 +267,19 @@ def _choose_mode(cur, ds, cfg, state: _State, target, base_path, start_acc, seed
 
 
 def adapt_model(model, ds, cfg: AdaptConfig, state_dir: Path, *, seed: int = 0,
-                devices: str | None = None, say: Callable[[str], None] = log.info) -> dict:
+                devices: str | None = None, say: Callable[[str], None] = log.info,
+                workers: int = 0, timeout: float = 60.0,
+                data: dict[str, Any] | None = None) -> dict:
     """Adapt `model` to `cfg`'s budget; returns {model, export_model, mode, metrics}. Raises a
-    UserError naming the closest result when the budget cannot be met."""
+    UserError naming the closest result when the budget cannot be met.
+
+    `workers` > 0 scores each iteration's candidates on that many worker processes on this host
+    (search.candidates: the nas search's chief/worker machinery; `timeout` as for nas workers),
+    which load `data` ({"dataset": the DatasetSpec as JSON, "task": the task spec or None}:
+    how `ds` was made) and reach the same choice as without workers."""
     from pipeline import models
+    from pipeline.artifacts import sha256_json
+    from pipeline.search.candidates import Pool
     from pipeline.compress import netadapt
     from pipeline.latency import Timing, target_session
     from pipeline.latency.build import convert, fill
@@ -271,7 +303,7 @@ def adapt_model(model, ds, cfg: AdaptConfig, state_dir: Path, *, seed: int = 0,
         grid = state.data.setdefault("grid", netadapt.grid(model, cfg.round_to, cfg.min_channels,
                                                             cfg.levels))
         base_path = state_dir / "start.tflite"
-        start_acc = _val_accuracy(model, ds)
+        start_acc = AC.val_accuracy(model, ds)
         if "start" not in state.data:
             base_path.write_bytes(convert(model, "fp32"))
             models.save_model(model, state_dir / "start.keras")
@@ -283,13 +315,25 @@ def adapt_model(model, ds, cfg: AdaptConfig, state_dir: Path, *, seed: int = 0,
             cur = models.load_model(state_dir / state.iterations[-1]["model"])
             say(f"[adapt] resuming after iteration {len(state.iterations)} "
                 f"({state_dir / state.iterations[-1]['model']})")
-        cur, met = _iterate(cur, ds, cfg, state, target, predictor, grid, budget, base_path,
-                            seed, say)
-        if not met:
-            why = ("max_iterations reached" if len(state.iterations) >= cfg.max_iterations
-                   else "no channel group can shrink further")
-            raise _closest(state, budget, target.name, why)
-        _fine_tune(cur, ds, cfg, cfg.epochs, seed, "[adapt] final fine-tuning", cfg.patience)
+        # what a candidate's result depends on, beyond its own values and the model it starts
+        # from (both in the values): a finished candidate is reused only under the same
+        pkey = sha256_json({"fit": FitConfig(**cfg.model_dump(include=set(FitConfig.model_fields)))
+                            .model_dump(mode="json"), "criterion": cfg.criterion,
+                            "short_epochs": cfg.short_epochs, "seed": seed})
+        project = state_dir / f"candidates_{pkey[:12]}"
+        start = None
+        if workers:
+            if data is None:
+                raise ValueError("adapt_model: workers need `data` (how the dataset was made)")
+            AC.write_job(state_dir, key=pkey, project=project.name, cfg=cfg, seed=seed, data=data)
+            start = AC.local_workers(state_dir, project, workers, timeout)
+        with Pool(project, pkey, AC.work(state_dir, ds, cfg), workers=workers, start=start,
+                  timeout=timeout) as pool:
+            cur, unmet = _iterate(cur, ds, cfg, state, target, predictor, grid, budget,
+                                  base_path, seed, say, pool)
+        if unmet is not None:
+            raise _closest(state, budget, target.name, *unmet)
+        AC.fine_tune(cur, ds, cfg, cfg.epochs, seed, "[adapt] final fine-tuning", cfg.patience)
         models.save_model(cur, state_dir / "final.keras")
         mode, export_model, modes, base_ms = _choose_mode(cur, ds, cfg, state, target, base_path,
                                                           start_acc, seed, say)
@@ -372,8 +416,14 @@ class Adapt(Stage):
         src = ctx.latest_keras()
         key = _key(sha256_file(ctx.path(src)) if src else "recipe:model", cfg,
                    ctx.recipe.dataset.model_dump(mode="json"), ctx.seed)
+        dist = ctx.options  # `edgepipe run --workers N`: a nas.Distribution (not in the key)
+        task = ctx.recipe.task
+        data = {"dataset": ctx.recipe.dataset.model_dump(mode="json"),
+                "task": task.model_dump(mode="json") if hasattr(task, "model_dump") else task}
         res = adapt_model(model, ds, cfg, ctx.run_dir / STATE_DIR / key[:16], seed=ctx.seed,
-                          devices=ctx.recipe.devices, say=lambda m: ctx.log("%s", m))
+                          devices=ctx.recipe.devices, say=lambda m: ctx.log("%s", m),
+                          workers=dist.workers if dist else 0,
+                          timeout=dist.timeout if dist else 60.0, data=data)
         m = res["metrics"]
         atomic_write_bytes(ctx.out_dir / "trajectory.png", plot_png(m))
         art = ctx.save_model(res["model"], "model", metrics={
