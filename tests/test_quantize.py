@@ -200,3 +200,70 @@ def test_layers_tfmot_adds_do_not_take_names_the_model_already_has():
     np.testing.assert_array_equal(kernels[0][1], m.get_layer("conv2d").kernel)
     np.testing.assert_array_equal(kernels[1][0], sep.depthwise_kernel)
     np.testing.assert_array_equal(kernels[1][1], sep.pointwise_kernel)
+
+
+def _nested_models():
+    """The transfer-learning shapes: a functional base inside a Sequential, and a Sequential
+    block (called twice: shared) inside a functional model with two inputs."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1), name="base_in")
+    b = keras.layers.Conv2D(8, 3, use_bias=False, name="base_conv")(i)
+    b = keras.layers.BatchNormalization(name="base_bn")(b)
+    b = keras.layers.ReLU(name="base_relu")(b)
+    b = keras.layers.SeparableConv2D(8, 3, padding="same", name="base_sep")(b)
+    base = keras.Model(i, keras.layers.Add(name="base_add")([b, b]), name="base")
+    seq = keras.Sequential([keras.Input((8, 8, 1)), base, keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Dense(10, activation="softmax", name="head")],
+                           name="transfer")
+    block = keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, activation="relu",
+                                                                      name="block_fc")],
+                             name="block")
+    a, c = keras.Input((16,), name="a"), keras.Input((16,), name="c")
+    s = keras.layers.Concatenate(name="cat")([block(a), block(c)])
+    two = keras.Model([a, c], keras.layers.Dense(3, name="out")(s), name="two_inputs")
+    return seq, two
+
+
+def test_flatten_nested_keeps_layers_weights_and_outputs():
+    from pipeline.compress._keras import flatten_nested
+
+    seq, two = _nested_models()
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 8, 8, 1), dtype=np.float32)
+    flat = flatten_nested(seq)
+    assert not any(isinstance(layer, keras.Model) for layer in flat.layers)
+    names = [layer.name for layer in flat.layers]  # [input, ..., global pooling, head]
+    assert len(names) == 8 and names[1:6] + names[7:] == [
+        "base_conv", "base_bn", "base_relu", "base_sep", "base_add", "head"]
+    assert flat.layers[1] is seq.get_layer("base").get_layer("base_conv")  # the same objects
+    np.testing.assert_array_equal(flat.predict(x, verbose=0), seq.predict(x, verbose=0))
+    ab = [rng.random((4, 16), dtype=np.float32) for _ in range(2)]
+    flat2 = flatten_nested(two)
+    assert flat2.input_names == ["a", "c"] and flat2.output_names == ["out"]
+    np.testing.assert_array_equal(flat2.predict(ab, verbose=0), two.predict(ab, verbose=0))
+    assert flatten_nested(flat) is flat  # nothing nested: the model itself
+
+
+def test_qat_runs_on_a_nested_model():
+    """TF-MOT refuses a model nested in another; QAT flattens it first."""
+    seq, _ = _nested_models()
+    x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+    assert Q.unsupported_layers(seq) == []  # the nested model's layers, each supported
+    qat, info = Q.quantize_aware(seq, calibration=x)
+    assert info.float_layers == []
+    assert not any(isinstance(layer, keras.Model) for layer in qat.layers)
+    assert {"quant_base_conv", "quant_base_add", "quant_head"} <= {l.name for l in qat.layers}
+    f, q = seq.predict(x, verbose=0), qat.predict(x, verbose=0)
+    assert np.mean(f.argmax(-1) == q.argmax(-1)) >= 0.9, (f.argmax(-1), q.argmax(-1))
+
+
+def test_qat_refuses_an_output_straight_out_of_a_nested_model():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="inner_fc")],
+                             name="inner")
+    i = keras.Input((4,))
+    model = keras.Model(i, inner(keras.layers.Dense(4, name="pre")(i)), name="outer")
+    with pytest.raises(UserError) as e:
+        Q.quantize_aware(model)
+    assert str(e.value) == (
+        "output 'inner' of 'outer' is a nested model's own output; flattening the nested model "
+        "would rename it: add a layer after it (e.g. the classifier) inside 'outer'")

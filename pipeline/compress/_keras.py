@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from pipeline.errors import UserError, did_you_mean
@@ -72,6 +73,47 @@ def flat_layers(model) -> list:
         else:
             out.append(layer)
     return out
+
+
+def flatten_nested(model):
+    """`model` as one functional graph: each nested Sequential/functional model's layers are
+    called where the nested model was (the same layer objects: the same weights and outputs).
+    A model without nested models is returned as it is. TF-MOT quantizes no model that holds
+    another ("Quantizing a tf.keras Model inside another tf.keras Model is not supported")."""
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
+              for t, name in zip(model.inputs, model.input_names)]
+    outputs = _inline(model, inputs)
+    flat = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    if flat.output_names != model.output_names:  # an output straight out of a nested model
+        inner = [a for a, b in zip(model.output_names, flat.output_names) if a != b][0]
+        raise UserError(f"output '{inner}' of '{model.name}' is a nested model's own output; "
+                        f"flattening the nested model would rename it: add a layer after it "
+                        f"(e.g. the classifier) inside '{model.name}'")
+    return flat
+
+
+def _inline(model, inputs: list) -> list:
+    """Call `model`'s layers on `inputs` node by node, nested models inlined; its outputs."""
+    require_graph_model(model, "flattening a nested model")
+    tensors = {id(ref): t for ref, t in zip(model.inputs, inputs)}
+
+    def new(x):
+        return tensors.get(id(x), x)
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            args, kwargs = tf.nest.map_structure(new, (node.call_args, node.call_kwargs))
+            if isinstance(node.layer, keras.Model):
+                outs = _inline(node.layer, tf.nest.flatten(args[0]))
+            else:
+                outs = tf.nest.flatten(node.layer(*args, **kwargs))
+            for ref, t in zip(tf.nest.flatten(node.outputs), outs):
+                tensors[id(ref)] = t
+    return [tensors[id(t)] for t in model.outputs]
 
 
 def kernels(layer) -> list:

@@ -3,7 +3,9 @@
 Coverage follows TF-MOT's own default 8-bit registry (`Default8BitQuantizeRegistry.supports`)
 plus what its layout transforms handle (SeparableConv, BatchNormalization folded into a
 preceding Conv2D/DepthwiseConv2D/linear Dense). Everything else (Rescaling, Multiply, Conv1D,
-LayerNormalization, Lambda, TFOpLambda, nested models, ...) is reported by name.
+LayerNormalization, Lambda, TFOpLambda, ...) is reported by name. TF-MOT quantizes no model
+nested in another: a nested model (a keras.applications base in a transfer-learning model) is
+flattened first into one functional graph of the same layers and weights (`flatten_nested`).
 
 The scheme is chosen from the weights: a sparse model (pruned) gets
 `Default8BitPrunePreserveQuantizeScheme` (PQAT) so the int8 kernels keep their zeros; a clustered
@@ -71,15 +73,15 @@ def _supported(layer, registry, model, inbound: dict[str, list[str]]) -> bool:
 
 
 def unsupported_layers(model) -> list[tuple[str, str]]:
-    """[(layer name, class name)] of the layers TF-MOT's default 8-bit QAT cannot quantize."""
+    """[(layer name, class name)] of the layers TF-MOT's default 8-bit QAT cannot quantize
+    (nested models' layers included: QAT flattens them)."""
     K.require_graph_model(model, "quantization-aware training")
+    model = K.flatten_nested(model)
     reg = _registry()
     inbound = _inbound_names(model)
     out = []
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.append((layer.name, f"nested {type(layer).__name__} model"))
-        elif not _supported(layer, reg, model, inbound):
+        if not _supported(layer, reg, model, inbound):
             out.append((layer.name, type(layer).__name__))
     return out
 
@@ -206,8 +208,10 @@ def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "au
                    calibration=None):
     """Annotate and apply TF-MOT QAT; returns (qat model, QATInfo). The model is uncompiled.
 
-    Unsupported layers are a UserError naming them, unless `skip_unsupported` (then only the
-    supported layers are annotated and the rest stay float, listed in `QATInfo.float_layers`).
+    A nested model is flattened first (`flatten_nested`: the same layers, weights and outputs in
+    one graph), so the QAT model holds no nested model. Unsupported layers are a UserError naming
+    them, unless `skip_unsupported` (then only the supported layers are annotated and the rest
+    stay float, listed in `QATInfo.float_layers`).
     `preserve="auto"` picks the collaborative scheme from the weights (see `detect_preserve`).
     `calibration` (real inputs) starts the activation ranges where the float model's are
     (`calibrate_ranges`) instead of TF-MOT's [-6, 6].
@@ -216,6 +220,7 @@ def quantize_aware(model, *, skip_unsupported: bool = False, preserve: str = "au
     if preserve not in PRESERVE:
         raise UserError(f'Unknown preserve "{preserve}"{did_you_mean(preserve, PRESERVE)}; '
                         f"expected one of: {', '.join(PRESERVE)}")
+    model = K.flatten_nested(model)  # TF-MOT quantizes no model nested in another
     bad = unsupported_layers(model)
     if bad and not skip_unsupported:
         names = ", ".join(f"{n} ({c})" for n, c in bad)
