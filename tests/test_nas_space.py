@@ -124,7 +124,8 @@ def test_resolution_must_fit_the_data():
 
 
 def test_score_ranks_every_infeasible_trial_below_every_feasible_one():
-    from pipeline.search.tuner import TrialSettings, score, violations
+    from pipeline.search.objective import score, violations
+    from pipeline.search.tuner import TrialSettings
 
     s = TrialSettings(max_latency_ms=1.0, max_size_kb=10.0)
     ok = {"val_accuracy": 0.1, "latency_ms": 0.9, "size_kb": 9.0, "params": 5.0}

@@ -79,7 +79,7 @@ def measure_trials(oracle, ids: list[str], settings, project: Path, input_shape,
     from pipeline.latency import Timing
     from pipeline.latency.build import convert, fill
     from pipeline.latency.ops import key, signatures
-    from pipeline.search.tuner import host_lock
+    from pipeline.search.objective import host_lock
 
     mode = settings.quantization
     timing = Timing(threads=settings.threads, warmup=settings.warmup, min_runs=settings.min_runs,
@@ -115,7 +115,7 @@ def measure_trials(oracle, ids: list[str], settings, project: Path, input_shape,
 def with_measured(rows: list[dict[str, Any]], measured: dict[str, float], settings) -> None:
     """Rows of measured trials get the measured latency (the prediction kept beside it), and
     feasibility and score from it; every row says which its `latency_ms` is."""
-    from pipeline.search.tuner import score, violations
+    from pipeline.search.objective import score, violations
 
     for r in rows:
         if r["trial_id"] not in measured or r.get("latency_ms") is None:

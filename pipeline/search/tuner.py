@@ -11,8 +11,6 @@ Each trial folder keeps model.keras, the .tflite and runs.jsonl (one line per ti
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
 import logging
 import os
@@ -20,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import keras_tuner as kt
 import numpy as np
@@ -28,6 +26,7 @@ from keras_tuner.src.engine.trial import TrialStatus
 
 from pipeline.artifacts import json_text
 from pipeline.search import space as S
+from pipeline.search.objective import host_lock, score, violations
 
 log = logging.getLogger("edgepipe")
 
@@ -58,32 +57,6 @@ class TrialSettings:
         return {k: v for k, v in (("latency_ms", self.max_latency_ms),
                                   ("size_kb", self.max_size_kb),
                                   ("params", self.max_params)) if v is not None}
-
-
-def violations(metrics: dict[str, float], settings: TrialSettings) -> dict[str, float]:
-    """Constraint → how far over its limit the trial is (value / limit - 1), for those broken."""
-    return {k: metrics[k] / lim - 1 for k, lim in settings.limits().items() if metrics[k] > lim}
-
-
-def score(metrics: dict[str, float], settings: TrialSettings) -> float:
-    """Feasible: the validation accuracy (0..1). Infeasible: accuracy - 1 - total overshoot
-    (capped at 10), so every infeasible trial ranks below every feasible one, and among them the
-    closer ones rank higher (which leads bayesian search back into the feasible region)."""
-    over = violations(metrics, settings)
-    if not over:
-        return metrics["val_accuracy"]
-    return metrics["val_accuracy"] - 1.0 - min(10.0, sum(over.values()))
-
-
-@contextlib.contextmanager
-def host_lock(path: Path) -> Iterator[None]:
-    """One latency measurement at a time on this host (workers sharing a folder share it)."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def measure(model, dataset, settings: TrialSettings, folder: Path) -> dict[str, float]:
