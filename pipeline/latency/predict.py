@@ -4,9 +4,16 @@ The table sum over-counts what every op timed alone pays once per invoke (input 
 overhead) and misses what ops share in a whole model (caches). A linear correction learned with
 scikit-learn from the table's whole-model samples fixes both:
 
-    ms = a * table_sum + b * ops + c        (a, b >= 0; weights 1/ms^2: relative error counts)
+    ms = a * table_sum + b * ops + c        (weights 1/ms^2: relative error counts)
 
-Its expected error is the leave-one-out relative error over those samples.
+b is free in sign: it is mostly minus the per-invoke overhead each op paid alone, which the
+whole model pays once (c).
+
+Every figure here is the fastest invoke (edge-runner's `min_ms`), for the ops and the whole
+models alike: it is the latency of the target when nothing else runs on it, which is what a
+prediction can promise. Load on the target only ever adds time, and it adds it unevenly (a whole
+model spans many scheduler slices, a single op few), so medians taken on a shared machine do not
+add up; the fastest invokes do. The expected error is the leave-one-out relative error over the samples.
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from pipeline.latency.table import Table
 MIN_SAMPLES = 4
 
 
+#: the statistic of an entry or a whole-model sample the predictor works in
+STAT = "min_ms"
+
+
 def features(table: Table, keys: list[str]) -> list[float]:
-    return [table.lookup(keys), float(len(keys))]
+    return [table.lookup(keys, STAT), float(len(keys))]
 
 
 def _fit(x: np.ndarray, y: np.ndarray):
     from sklearn.linear_model import LinearRegression
 
-    return LinearRegression(positive=True).fit(x, y, sample_weight=1.0 / np.square(y))
+    return LinearRegression().fit(x, y, sample_weight=1.0 / np.square(y))
 
 
 @dataclass
@@ -40,11 +51,11 @@ class Predictor:
 
     @classmethod
     def fit(cls, table: Table) -> "Predictor":
-        samples = [s for s in table.models if not table.missing(s["ops"])]
+        samples = [s for s in table.models if STAT in s and not table.missing(s["ops"])]
         if len(samples) < MIN_SAMPLES:
             return cls(table, None, np.array([]))
         x = np.array([features(table, s["ops"]) for s in samples])
-        y = np.array([s["ms"] for s in samples])
+        y = np.array([s[STAT] for s in samples])
         errs = []
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
@@ -53,6 +64,7 @@ class Predictor:
         return cls(table, _fit(x, y), np.array(errs))
 
     def predict_keys(self, keys: list[str]) -> float:
+        """Predicted fastest-invoke ms of a model made of these ops."""
         f = features(self.table, keys)
         if self.model is None:
             return f[0]

@@ -74,13 +74,14 @@ class Table:
     def missing(self, keys) -> list[str]:
         return [k for k in dict.fromkeys(keys) if k not in self.entries]
 
-    def lookup(self, keys) -> float:
-        """Sum of the entries' latencies (ms); every key must be in the table."""
+    def lookup(self, keys, stat: str = "ms") -> float:
+        """Sum of the entries' `stat` (ms: fastest median, min_ms: fastest invoke); every key must
+        be in the table."""
         gone = self.missing(keys)
         if gone:
             raise UserError(f"latency table {self.path} lacks {len(gone)} op(s), e.g. {gone[0]}; "
                             f"run `edgepipe latency table` for this model first")
-        return float(sum(self.entries[k]["ms"] for k in keys))
+        return float(sum(self.entries[k][stat] for k in keys))
 
     def add_model(self, sample: dict) -> None:
         """Record a whole-model measurement (one per model hash: the newest wins)."""
