@@ -27,7 +27,7 @@ import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ["digits", "digits_prune", "digits_int8", "digits_distill", "digits_nas", "diabetes",
-           "digits_two_head", "digits_autoencoder"]
+           "digits_two_head", "digits_autoencoder", "digits_adapt"]
 SEED_LINE = re.compile(r"^seed:\s*\d+\s*(#.*)?$", re.M)
 
 
