@@ -43,7 +43,7 @@ def target_options(f):
         click.option("--min-seconds", default=0.2, show_default=True, type=click.FloatRange(min=0),
                      help="edge-runner: timed seconds per file and pass"),
         click.option("--rounds", default=2, show_default=True, type=click.IntRange(min=1),
-                     help="interleaved passes; each file keeps its fastest median"),
+                     help="interleaved passes; each file keeps its fastest median and fastest invoke"),
     ]):
         f = opt(f)
     return f
