@@ -11,6 +11,7 @@ Each trial folder keeps model.keras, the .tflite and runs.jsonl (one line per ti
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
