@@ -229,7 +229,7 @@ class Runner:
                     f"Expected inputs{which} of shape (N, {', '.join(map(str, want))}). "
                     f"Received: x.shape={tuple(x.shape)}")
         if len({len(x) for x in xs}) > 1:
-            raise RunnerError(f"Expected the same number of samples for every input. Received: "
+            raise RunnerError("Expected the same number of samples for every input. Received: "
                               + ", ".join(f"{n}={len(x)}" for n, x in zip(self.input_names, xs)))
         return xs
 

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from pipeline.errors import UserError
     from pipeline.latency import Timing, target_session
     from pipeline.latency.build import convert
-    from pipeline.stages.adapt import AdaptConfig, adapt_model
+    from pipeline.stages.adapt import adapt_model
     from pipeline.training import FitConfig, fit
     from pipeline.zoo import small_cnn
 

@@ -41,7 +41,7 @@ def test_convert_both_ways_and_back_into_keras3(k3, tmp_path):
     tfk = tmp_path / "m_tf_keras.keras"
     r = run("convert", k3 / "seq_cnn.keras", "--to", "tf_keras", "--out", tfk)
     assert r.exit_code == 0, r.output
-    assert r.output.strip().endswith(f"on 16 random inputs in [0, 1)")
+    assert r.output.strip().endswith("on 16 random inputs in [0, 1)")
     ref = json.loads((k3 / "seq_cnn.json").read_text())
     x = np.asarray(ref["x"], np.float32)
     plain = tf_keras.models.load_model(tfk, compile=False)  # a tf_keras file, no bridge needed

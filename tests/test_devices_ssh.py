@@ -21,8 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.devices import load_inventory, remote
-from pipeline.devices.deploy import deploy_model
+from pipeline.devices import load_inventory
 from pipeline.devices.fleet import ModelJob, Options, profile_device, profile_fleet
 from pipeline.devices.golden import host_golden
 from pipeline.devices.runner import read_state, runner_package

@@ -19,7 +19,7 @@ from pipeline.artifacts import TEMP_GLOB
 from pipeline.cli import main
 from pipeline.errors import UserError
 from tests.conftest import require
-from tests.helpers import TINY_RECIPE, tiny_model, write_recipe
+from tests.helpers import TINY_RECIPE, write_recipe
 
 HEAD = TINY_RECIPE.split("stages:")[0]
 #: the fastest real run: the untrained zoo model exported as built

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
