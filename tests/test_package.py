@@ -96,3 +96,29 @@ def test_no_import_cycle_between_modules():
         if m not in state:
             walk(m, [m])
     assert cycles == []
+
+
+def test_no_name_is_used_that_is_not_defined():
+    """pyflakes over the package, the runner and the scripts: an undefined name is a crash waiting
+    for the line that uses it (`contextlib` went missing from the tuner when `host_lock` moved
+    out, and every adapt and nas run died with NameError)."""
+    from pyflakes import api, messages, reporter
+
+    class Collect(reporter.Reporter):
+        def __init__(self):
+            self.found = []
+
+        def flake(self, message):
+            if isinstance(message, (messages.UndefinedName, messages.UndefinedLocal,
+                                    messages.UndefinedExport)):
+                self.found.append(str(message))
+
+        def unexpectedError(self, filename, msg):
+            self.found.append(f"{filename}: {msg}")
+
+        def syntaxError(self, filename, msg, lineno, offset, text):
+            self.found.append(f"{filename}:{lineno}: {msg}")
+
+    r = Collect()
+    api.checkRecursive([str(ROOT / d) for d in ("pipeline", "edge_runner", "scripts", "tests")], r)
+    assert r.found == []
