@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from pipeline.latency import Timing, random_member
     from pipeline.latency.build import fill, measure_model
     from pipeline.latency.measure import HostTarget
-    from pipeline.latency.ops import key, signatures
+    from pipeline.latency.ops import signatures
     from pipeline.latency.predict import Predictor
     from pipeline.latency.table import Table
 
@@ -84,25 +84,32 @@ def main(argv=None) -> int:
     calibration = list(table.models)
     predictor = Predictor.fit(table)
 
-    held: list[tuple] = []  # (group, name, measured fastest, predicted, measured median)
+    held: list[tuple] = []  # (group, name, measured fastest, predicted, measured median, beyond)
     rng = np.random.default_rng(args.seed + 1000)
     for i in range(args.held_out):
         px = sizes[i % len(sizes)]
         model, opts = random_member(rng, (px, px, 3), 10)
         s = add(model, f"family {px}px")
         held.append(("nas family", f"{px}px " + " ".join(f"{k}={v}" for k, v in opts.items()),
-                     s["min_ms"], predictor.predict_keys(s["ops"]), s["ms"]))
+                     s["min_ms"], predictor.predict_keys(s["ops"]), s["ms"],
+                     predictor.outside(s["ops"]) is not None))
         print(f"held-out family {i + 1}: measured {s['min_ms']:.3f} predicted {held[-1][3]:.3f}",
               flush=True)
     for name, make in applications():
         model = make()
         s = add(model, name)
         held.append(("keras.applications", name, s["min_ms"], predictor.predict_keys(s["ops"]),
-                     s["ms"]))
+                     s["ms"], predictor.outside(s["ops"]) is not None))
         print(f"{name}: measured {s['min_ms']:.3f} predicted {held[-1][3]:.3f}", flush=True)
 
-    errs = np.array([p / m - 1 for _, _, m, p, _ in held])
-    slow = np.array([med / m - 1 for _, _, m, _, med in held])
+    errs = np.array([p / m - 1 for _, _, m, p, _, _ in held])
+    slow = np.array([med / m - 1 for _, _, m, _, med, _ in held])
+    beyond = np.array([b for *_, b in held])
+
+    def share(mask) -> str:
+        e = np.abs(errs[mask])
+        return (f"{np.mean(e <= 0.10):.0%} within ±10% and {np.mean(e <= 0.20):.0%} within ±20% "
+                f"of {len(e)}" if len(e) else "none of 0")
     load = os.getloadavg()
     lines = [
         "## Latency predictor (table sum + learned correction), host",
@@ -129,11 +136,17 @@ def main(argv=None) -> int:
         f"median |error| {np.median(np.abs(errs)):.1%}, worst {np.max(np.abs(errs)):.1%}). "
         "Goal: ≥ 90% within ±10% (nn-Meter's 99% on a mobile CPU is the anchor).",
         "",
-        "| held out | model | measured ms (fastest) | predicted ms | error | measured median ms |",
-        "|---|---|---:|---:|---:|---:|",
+        "`edgepipe latency predict` warns when a model is beyond its calibration models (more "
+        "parameters, a larger table sum or more ops than any of them). Held-out models within "
+        f"the calibration: {share(~beyond)}; beyond it (warned): {share(beyond)}.",
+        "",
+        "| held out | model | measured ms (fastest) | predicted ms | error | measured median ms "
+        "| warned: beyond calibration |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
-    for (group, name, m, p, med), e in zip(held, errs):
-        lines.append(f"| {group} | {name} | {m:.3f} | {p:.3f} | {e:+.1%} | {med:.3f} |")
+    for (group, name, m, p, med, b), e in zip(held, errs):
+        lines.append(f"| {group} | {name} | {m:.3f} | {p:.3f} | {e:+.1%} | {med:.3f} "
+                     f"| {'yes' if b else 'no'} |")
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -137,23 +137,28 @@ def predict(source, target, threads, mode, table_path, devices, accept_new, time
             rounds, unsafe, as_json) -> None:
     """Predict MODEL's latency on TARGET from the table (missing ops are measured first)."""
     from pipeline.latency.build import fill
-    from pipeline.latency.ops import signatures
+    from pipeline.latency.ops import key, signatures
     from pipeline.latency.predict import Predictor
 
     model, name = _load(source, unsafe)
+    sigs = signatures(model)
+    keys = [key(sig) for sig in sigs]
     out = {}
     with _sessions(target, threads, mode, table_path, devices, accept_new, timeout, min_seconds,
                    rounds) as sessions:
         for s in sessions:
             t = s.table()
-            fill(t, signatures(model), s.target, say=click.echo)
+            fill(t, sigs, s.target, say=click.echo)
             p = Predictor.fit(t)
-            ms, err = p.predict(model), p.expected_error
-            out[s.target.name] = {"predicted_ms": ms, "expected_error": err, "table": str(t.path)}
+            ms, err, beyond = p.predict_keys(keys), p.expected_error, p.outside(keys)
+            out[s.target.name] = {"predicted_ms": ms, "expected_error": err,
+                                  "extrapolated": beyond, "table": str(t.path)}
             if not as_json:
                 shown = f" ± {100 * err:.1f}%" if err is not None else " (error unknown)"
                 click.echo(f"{name} on {s.target.name}: predicted {ms:.4g} ms{shown} — "
                            f"{p.describe()}")
+                if beyond:
+                    click.echo(f"warning: {name} is {beyond}", err=True)
     if as_json:
         click.echo(json_text(out, indent=2))
 
