@@ -241,7 +241,11 @@ def test_workers_choose_what_the_serial_path_chooses_and_survive_a_killed_worker
         return [ln for ln in output.splitlines()
                 if ln.startswith("[adapt] iteration 1:") and ": kept " not in ln]
 
-    assert len(scored(serial.output)) == 3  # one candidate per conv
+    # one candidate per conv whose cut the table says lowers the latency: conv2's cut (16 -> 4
+    # output channels, feeding only the pooling) can be lost in the timing noise of a loaded
+    # machine, conv0's and conv1's cannot; two candidates already let a worker die holding one
+    n = s_state["iterations"][0]["candidates"]
+    assert n >= 2 and len(scored(serial.output)) == n, serial.output
     assert scored(dist.output) == scored(serial.output)
     w_rows = json.loads((w_dir / "state.json").read_text())["iterations"]
     drop = ("ms", "base_ms")  # measured again (timing noise); the rest must be identical
@@ -251,7 +255,7 @@ def test_workers_choose_what_the_serial_path_chooses_and_survive_a_killed_worker
     runs = {p.parent.name: [json.loads(ln)["tuner"] for ln in p.read_text().splitlines()]
             for p in project.glob("trial_*/runs.jsonl")}
     lost = [t for t, who in runs.items() if who[0] == "tuner1"]
-    assert len(runs) == 3 and len(lost) == 1 and runs[lost[0]] == ["tuner1", "tuner0"], runs
+    assert len(runs) == n and len(lost) == 1 and runs[lost[0]] == ["tuner1", "tuner0"], runs
     tid = lost[0].removeprefix("trial_")
     assert [ln for ln in dist.output.splitlines() if "was killed" in ln] == [
         f"[adapt] worker tuner1 was killed (signal 9); trial {tid} goes back to the queue "
