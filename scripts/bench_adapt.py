@@ -114,6 +114,7 @@ def measure(args) -> dict:
     def build(options, ds, seed=0):
         return models.from_spec(rec.model.model_copy(update={"options": options}),
                                 ds.input_shape, ds.num_classes, seed=seed)
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-adapt-"))
     rows, floor, load0 = [], None, os.getloadavg()
     with target_session("host", Timing(min_seconds=0.3, rounds=3)) as sessions:
