@@ -173,8 +173,8 @@ def measure(args) -> dict:
             acc_u = models.accuracy(uni, ds.x_test, ds.y_test)
 
             def narrow(w):  # width multiplier: knob 1 - w so that latency falls as it rises
-                if args.model == "mobilenet":  # the head too: the zoo keeps it at 256 (a
-                    # floor near 0.56x the latency at the smallest width, over the budgets)
+                if args.model == "mobilenet":  # the head too (the zoo keeps it at 256 below
+                    # width 1), so that every layer narrows
                     head = max(8, round(opts.get("head_channels", 256) * (1 - w)))
                     return build({**opts, "width": opts["width"] * (1 - w),
                                   "head_channels": head}, ds, seed)
@@ -249,16 +249,18 @@ def section(ratio: float, run: dict, model: str = "small_cnn") -> list[str]:
         off = [r for r in ok if abs(r[k][1] - r["adapt"][1]) > 0.05]
         if not off:
             continue
+        text = (f"The {k} baseline could not land within 0.05 of the adapted model's latency "
+                "ratio on " + ", ".join(f"seed {r['seed']} ({r[k][1]:.2f}x against "
+                                       f"{r['adapt'][1]:.2f}x)" for r in off))
         # the knob at the end of its range: pruned 90%+ / width 10% or less of the trained one
-        end = [r for r in off if (r[k][2] >= 0.9 if k == "uniform" else r[k][2] <= 0.1)]
-        lines += ["", f"The {k} baseline could not land within 0.05 of the adapted model's latency "
-                  "ratio on " + ", ".join(f"seed {r['seed']} ({r[k][1]:.2f}x against "
-                                         f"{r['adapt'][1]:.2f}x)" for r in off)
-                  + ("; at the end of its range (" + ", ".join(f"seed {r['seed']}" for r in end)
-                     + ") its smallest network is that slow: channel counts stay at least 8"
-                     + (" (mobilenet: each block's expansion layer keeps 6x its input)"
-                        if model == "mobilenet" else "") if end else "")
-                  + ". It is compared at the closest latency its bisection measured."]
+        end = [f"seed {r['seed']}" for r in off
+               if (r[k][2] >= 0.9 if k == "uniform" else r[k][2] <= 0.1)]
+        if end:
+            text += (f"; at the end of its range ({', '.join(end)}) its smallest network is that "
+                     "slow: channel counts stay at least 8")
+            if model == "mobilenet":
+                text += " (mobilenet: each block's expansion layer keeps 6x its input)"
+        lines += ["", text + ". It is compared at the closest latency its bisection measured."]
     return lines
 
 
