@@ -67,16 +67,19 @@ def fill(table: Table, sigs: list[dict], target, *, batch: int = 32,
 
 def measure_model(table: Table, model, target, name: str) -> dict:
     """Time the whole model on the target and keep it as a sample for the predictor."""
-    from pipeline.artifacts import sha256_json
-
-    sigs = O.signatures(model)
     with tempfile.TemporaryDirectory(prefix="edgepipe-latency-") as tmp:
         p = Path(tmp) / "model.tflite"
         p.write_bytes(convert(model, table.identity["mode"]))
         r = target.time([p])[0]
-    keys = [O.key(s) for s in sigs]
-    sample = {"name": name, "sha256": sha256_json(keys), "ops": keys, "ms": r["ms"],
-              "min_ms": r["min_ms"]}
+    return add_sample(table, [O.key(s) for s in O.signatures(model)], name, r)
+
+
+def add_sample(table: Table, keys: list[str], name: str, timed: dict) -> dict:
+    """Keep `timed` (a target's result for a whole model made of the ops `keys`) as a sample."""
+    from pipeline.artifacts import sha256_json
+
+    sample = {"name": name, "sha256": sha256_json(keys), "ops": keys, "ms": timed["ms"],
+              "min_ms": timed["min_ms"]}
     table.add_model(sample)
     table.save()
     return sample
