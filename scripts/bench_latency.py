@@ -66,8 +66,8 @@ def main(argv=None) -> int:
     from pipeline.latency.table import Table
 
     t_start = time.time()
-    # ops: more, shorter passes than one long one. The fastest invoke of one interpreter moves by
-    # up to 40% from one interpreter to the next on this machine (run to run, not in the run).
+    # ops: more, shorter passes than one long one: the fastest invoke moves by up to 40% from one
+    # interpreter to the next on this machine
     ops_target = HostTarget(Timing(warmup=5, min_runs=20, min_seconds=0.15, rounds=4), "fp32")
     whole = HostTarget(Timing(warmup=5, min_runs=20, min_seconds=0.3, rounds=args.rounds), "fp32")
     path = args.table or Path(tempfile.mkdtemp(prefix="bench-latency-")) / "table.json"
@@ -75,14 +75,16 @@ def main(argv=None) -> int:
     table.models = []  # a reused table keeps its ops; its whole models are measured again here,
     #                    so a previous run's held-out models never calibrate this one
     sizes = [32, 64, 96, 128]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-latency-models-"))
+    files_dir = tempfile.TemporaryDirectory(prefix="bench-latency-models-")
+    tmp = Path(files_dir.name)
     models: list[tuple] = []  # (group, name, ops keys, .tflite)
 
     def add(group, name, model):
-        fill(table, signatures(model), ops_target)
+        sigs = signatures(model)
+        fill(table, sigs, ops_target)
         f = tmp / f"{len(models)}.tflite"
-        f.write_bytes(convert(model, "fp32"))
-        models.append((group, name, [key(s) for s in signatures(model)], f))
+        f.write_bytes(convert(model, table.identity["mode"]))
+        models.append((group, name, [key(s) for s in sigs], f))
         keras.backend.clear_session()
         print(f"{group} {len(models)}: {name}: {len(table.entries)} ops in the table", flush=True)
 
@@ -103,6 +105,7 @@ def main(argv=None) -> int:
     # the fastest invoke of all passes; the two sets' disagreement is the measurement's own error
     files = [f for *_, f in models]
     first, second = whole.time(files), whole.time(files)
+    files_dir.cleanup()
     timed = [{"ms": min(a["ms"], b["ms"]), "min_ms": min(a["min_ms"], b["min_ms"])}
              for a, b in zip(first, second)]
     repeat = np.array([a["min_ms"] / b["min_ms"] - 1 for a, b in zip(first, second)])
@@ -133,11 +136,14 @@ def main(argv=None) -> int:
         "## Latency predictor (table sum + learned correction), host",
         "",
         f"`python scripts/bench_latency.py --calibration {args.calibration} --held-out "
-        f"{args.held_out} --rounds {args.rounds}` — {time.time() - t_start:.0f} s, load average at the end "
+        f"{args.held_out} --rounds {args.rounds}{f' --table {args.table}' if args.table else ''}` "
+        f"— {time.time() - t_start:.0f} s, load average at the end "
         f"{load[0]:.1f} / {load[2]:.1f} (1 / 15 min) on 2 cores. CPU {ops_target.identity['cpu']}, "
         f"{ops_target.identity['runtime']} {ops_target.identity['runtime_version']}, 1 thread, fp32; "
-        "timed with edge-runner: every op in 4 interleaved passes of 0.15 s, every whole model "
-        f"in two sets of {args.rounds} interleaved passes of 0.3 s, one set after the other "
+        f"timed with edge-runner: every op in {ops_target.timing.rounds} interleaved passes of "
+        f"{ops_target.timing.min_seconds} s, every whole model in two sets of "
+        f"{whole.timing.rounds} interleaved passes of {whole.timing.min_seconds} s, one set after "
+        "the other "
         "(the fastest invoke of all passes is the measured latency).",
         "",
         "The predictor works in fastest-invoke latency (edge-runner's `min`), for ops and whole "
