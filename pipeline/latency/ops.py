@@ -3,7 +3,8 @@
 The converter folds BatchNormalization into the convolution before it and fuses a following
 ReLU / ReLU6 into the op (conv + bias + activation is one CONV_2D); Dropout disappears; Flatten and
 Reshape are free reshapes. So a model is a list of `Op`s — conv2d, depthwise, dense, add, pooling,
-global pooling, softmax, resize, a standalone activation — and an op's latency depends only on its
+global pooling, softmax, resize, a standalone activation, zero padding (a PAD op the converter
+keeps, as MobileNetV2 has before its stride-2 depthwise convolutions) — and an op's latency depends only on its
 signature: kind, spatial size, channels in and out, kernel, stride, padding, activation.
 
 Channels come from the channel-pruning graph (`pipeline.compress.channels.graph`), so an op also
@@ -22,7 +23,7 @@ from pipeline.compress.channels.graph import ChannelGraph, Layout, build_graph
 from pipeline.compress.netadapt import choices, prunable
 
 KINDS = ("conv2d", "depthwise", "dense", "add", "maxpool", "avgpool", "gap", "gmp", "softmax",
-         "resize", "act")
+         "resize", "act", "pad")
 
 
 def key(sig: dict) -> str:
@@ -157,6 +158,10 @@ def model_ops(model) -> tuple[list[Op], ChannelGraph, list[str]]:
             ops.append(Op("resize", [layer.name], {"hw": _hw(shape_in),
                                                    "to": [layer.height, layer.width]},
                           u.input if u else None, None))
+        elif isinstance(layer, L.ZeroPadding2D):
+            ops.append(Op("pad", [layer.name], {"hw": _hw(shape_in),
+                                                "p": [list(p) for p in layer.padding]},
+                          u.input if u else None, None))
         elif _act(layer):
             ops.append(Op("act", [layer.name], {"hw": _hw(shape_in), "act": _act(layer)},
                           u.input if u else None, None))
@@ -227,6 +232,8 @@ def build(sig: dict):
         y = L.Resizing(*sig["to"], interpolation="bilinear")(x)
     elif kind == "act":
         y = activate(x)
+    elif kind == "pad":
+        y = L.ZeroPadding2D([tuple(p) for p in sig["p"]])(x)
     else:
         raise ValueError(f"unknown op kind {kind!r}")
     return keras.Model(x, y)
