@@ -2,10 +2,12 @@
 
 The converter folds BatchNormalization into the convolution before it and fuses a following
 ReLU / ReLU6 into the op (conv + bias + activation is one CONV_2D); Dropout disappears; Flatten and
-Reshape are free reshapes. So a model is a list of `Op`s — conv2d, depthwise, dense, add, pooling,
-global pooling, softmax, resize, a standalone activation, zero padding (a PAD op the converter
-keeps, as MobileNetV2 has before its stride-2 depthwise convolutions) — and an op's latency depends only on its
-signature: kind, spatial size, channels in and out, kernel, stride, padding, activation.
+Reshape are free reshapes. ZeroPadding2D stays a PAD op, but XNNPACK folds a PAD into the
+convolution that reads it (MobileNetV2's pads before its stride-2 depthwise convolutions cost
+nothing there), so such a pad belongs to that convolution's op (`zp`) and is timed with it, as the
+runtime runs it. So a model is a list of `Op`s — conv2d, depthwise, dense, add, pooling, global
+pooling, softmax, resize, a standalone activation or zero padding — and an op's latency depends
+only on its signature: kind, spatial size, channels in and out, kernel, stride, padding, activation.
 
 Channels come from the channel-pruning graph (`pipeline.compress.channels.graph`), so an op also
 says which channel groups set its input and output widths: `signature(counts)` gives the op's
@@ -97,6 +99,7 @@ def model_ops(model) -> tuple[list[Op], ChannelGraph, list[str]]:
     ops: list[Op] = []
     skipped: list[str] = []
     fused: set[str] = set()
+    prepad: dict[str, object] = {}  # convolution name -> the ZeroPadding2D it reads
 
     def use(name):
         return graph.layers.get(name)
@@ -114,25 +117,38 @@ def model_ops(model) -> tuple[list[Op], ChannelGraph, list[str]]:
         fused.update(names)
         return names, act
 
+    def conv(layer, shape_in, act):
+        """(fused layers, hw/kernel/stride/padding/act) of a convolution, with the
+        ZeroPadding2D it reads and the BatchNormalization and activation after it."""
+        names, act = tail(layer, act)
+        attrs = {"hw": _hw(shape_in), "k": list(layer.kernel_size), "s": list(layer.strides),
+                 "pad": layer.padding, "act": act}
+        zp = prepad.pop(layer.name, None)
+        if zp is not None:
+            names = [zp.name] + names
+            attrs.update(hw=_hw(zp.input_shape), zp=[list(p) for p in zp.padding])
+        return names, attrs
+
     for layer in model.layers:
         if layer.name in fused or isinstance(layer, L.InputLayer):
             continue
         u = use(layer.name)
         shape_in = layer.input_shape if not isinstance(layer.input_shape, list) else layer.input_shape[0]
+        nxt = _only_consumer(model, layer)
+        if isinstance(layer, L.ZeroPadding2D) and isinstance(
+                nxt, (L.Conv2D, L.DepthwiseConv2D)) and not isinstance(nxt, L.Conv2DTranspose):
+            prepad[nxt.name] = layer
+            continue
         if isinstance(layer, L.DepthwiseConv2D) or (
                 isinstance(layer, L.Conv2D) and getattr(layer, "groups", 1) != 1):
             own = _own_act(layer)
-            names, act = tail(layer, own if own is not False else None)
-            ops.append(Op("depthwise", names, {
-                "hw": _hw(shape_in), "k": list(layer.kernel_size), "s": list(layer.strides),
-                "pad": layer.padding, "act": act}, u.input if u else None, None))
+            names, attrs = conv(layer, shape_in, own if own is not False else None)
+            ops.append(Op("depthwise", names, attrs, u.input if u else None, None))
         elif isinstance(layer, L.Conv2D) and not isinstance(layer, L.Conv2DTranspose):
             own = _own_act(layer)
-            names, act = tail(layer, own if own is not False else None)
-            ops.append(Op("conv2d", names, {
-                "hw": _hw(shape_in), "k": list(layer.kernel_size), "s": list(layer.strides),
-                "pad": layer.padding, "dil": list(layer.dilation_rate), "act": act},
-                u.input if u else None, u.output if u else None))
+            names, attrs = conv(layer, shape_in, own if own is not False else None)
+            ops.append(Op("conv2d", names, {**attrs, "dil": list(layer.dilation_rate)},
+                          u.input if u else None, u.output if u else None))
         elif isinstance(layer, L.Dense) and len(shape_in) == 2:
             own = _own_act(layer)
             names, act = tail(layer, own if own is not False else None)
@@ -152,8 +168,11 @@ def model_ops(model) -> tuple[list[Op], ChannelGraph, list[str]]:
         elif isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
             kind = "gap" if isinstance(layer, L.GlobalAveragePooling2D) else "gmp"
             ops.append(Op(kind, [layer.name], {"hw": _hw(shape_in)}, u.input if u else None, None))
-        elif isinstance(layer, L.Softmax):
-            ops.append(Op("softmax", [layer.name], {}, u.input if u else None, None))
+        elif isinstance(layer, L.Softmax) or (
+                isinstance(layer, L.Activation) and _own_act(layer) is False
+                and layer.activation.__name__ == "softmax"):  # MobileNet's `predictions`
+            ops.append(Op("softmax", [layer.name], {"hw": _hw(shape_in)} if len(shape_in) > 2
+                          else {}, u.input if u else None, None))
         elif isinstance(layer, L.Resizing):
             ops.append(Op("resize", [layer.name], {"hw": _hw(shape_in),
                                                    "to": [layer.height, layer.width]},
@@ -214,11 +233,12 @@ def build(sig: dict):
         ins = [keras.Input((*hw, c)) for _ in range(sig.get("n", 2))]
         return keras.Model(ins, activate(L.Add()(ins)))
     x = keras.Input((*hw, c) if hw or kind not in ("dense", "softmax") else (c,))
+    z = L.ZeroPadding2D([tuple(p) for p in sig["zp"]])(x) if "zp" in sig else x
     if kind == "conv2d":
         y = activate(L.Conv2D(sig["cout"], sig["k"], sig["s"], sig["pad"],
-                              dilation_rate=sig.get("dil", [1, 1]))(x))
+                              dilation_rate=sig.get("dil", [1, 1]))(z))
     elif kind == "depthwise":
-        y = activate(L.DepthwiseConv2D(sig["k"], sig["s"], sig["pad"])(x))
+        y = activate(L.DepthwiseConv2D(sig["k"], sig["s"], sig["pad"])(z))
     elif kind == "dense":
         y = activate(L.Dense(sig["cout"])(x))
     elif kind in ("maxpool", "avgpool"):
