@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from pipeline.errors import UserError
 from pipeline.latency import Timing, ops as O
 from pipeline.latency.build import fill
 from pipeline.latency.measure import HostTarget
-from pipeline.latency.predict import Predictor
+from pipeline.latency.predict import Predictor, parameters
 from pipeline.latency.table import Table
 
 FAST = Timing(warmup=1, min_runs=3, min_seconds=0.0, rounds=1)
@@ -155,12 +156,41 @@ def test_predictor_learns_the_correction_and_its_error(per_op_ms):
     keys = list(entries)[:3]
     want = 0.8 * sum(entries[k]["min_ms"] for k in keys) + 3 * per_op_ms + 0.02
     assert p.predict_keys(keys) == pytest.approx(want, rel=0.05)
+    assert p.knee is None  # every sample is small: nothing to learn a cache term from
     assert p.describe() == (f"90% of 8 calibration models within ±{100 * p.expected_error:.1f}% "
-                            f"(leave-one-out; 100% within ±10%)")
+                            f"(leave-one-out; 100% within ±10%); no cache term (no samples on "
+                            f"both sides of a knee: `edgepipe latency calibrate` measures them)")
     with pytest.raises(UserError) as e:
         p.predict_keys(["nope"])
     assert str(e.value) == ("latency table unused.json lacks 1 op(s), e.g. nope; run `edgepipe "
                             "latency table` for this model first")
+
+
+def test_predictor_learns_where_weights_outgrow_the_cache():
+    """A whole model whose weights outgrow the cache runs slower than its ops timed alone (each
+    kept its own weights warm): MobileNetV2 a1.0 was -28% to -45% under-predicted. Chains of
+    weight-heavy ops give the correction samples past the knee; it finds the knee and the cost."""
+    entries, samples = _synthetic(0.005)
+    heavy = [O.key({"op": "dense", "cin": 1000 + i, "cout": 1000, "act": None}) for i in range(12)]
+    entries.update({k: {"min_ms": 0.1, "ms": 0.1} for k in heavy})
+
+    def truth(keys):
+        from pipeline.latency.predict import parameters
+
+        total = sum(entries[k]["min_ms"] for k in keys)
+        return 0.8 * total + 0.005 * len(keys) + 0.02 + 0.5e-6 * max(0, parameters(keys) - 3.5e6)
+
+    for n in range(1, 9):
+        keys = heavy[:n]
+        samples.append({"name": f"chain{n}", "sha256": f"c{n}", "ops": keys,
+                        "min_ms": truth(keys) * (1 + 0.002 * (n % 3 - 1)), "ms": 1.0})
+    p = Predictor.fit(Table("unused.json", {}, entries, samples))
+    assert p.knee == pytest.approx(3.5e6, abs=0.2e6)
+    assert 1e6 * p.model.coef_[-1] == pytest.approx(0.5, rel=0.1)
+    assert p.predict_keys(heavy[:12]) == pytest.approx(truth(heavy[:12]), rel=0.03)
+    assert p.predict_keys(samples[0]["ops"]) == pytest.approx(truth(samples[0]["ops"]), rel=0.03)
+    assert re.search(r"; cache term: \+0\.5\d* ms per million weights beyond 3\.[45]\dM$",
+                     p.describe()), p.describe()
 
 
 def test_predictor_says_when_a_model_is_beyond_its_calibration():
@@ -192,6 +222,25 @@ def test_cli_predict_prints_ms_and_expected_error(tmp_path):
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert out["host"]["predicted_ms"] > 0 and out["host"]["expected_error"] is None
     assert out["host"]["extrapolated"] is None  # no correction yet: nothing to extrapolate
+
+
+def test_cli_calibrate_measures_family_members_and_weight_chains(tmp_path, monkeypatch):
+    """The chains are the only samples past the cache knee (family members hold < 0.5 M weights).
+    Three of them here: converting all 21 takes a minute and a half."""
+    import pipeline.latency
+
+    assert len(pipeline.latency.CHAINS) == 21
+    monkeypatch.setattr(pipeline.latency, "CHAINS", pipeline.latency.CHAINS[::10])
+    t = tmp_path / "t.json"
+    r = CliRunner().invoke(main, ["latency", "calibrate", "--models", "1", "--input-shape",
+                                  "16,16,3", "--table", str(t), "--rounds", "1", "--min-seconds",
+                                  "0"])
+    assert r.exit_code == 0, r.output
+    models = json.loads(t.read_text())["models"]
+    assert len(models) == 4 and "3 weight chains measured" in r.output
+    weights = [parameters(m["ops"]) for m in models[1:]]
+    assert weights == sorted(weights) and weights[0] < 0.1e6 and weights[-1] > 4e6
+    assert "predictor: 90% of 4 calibration models" in r.output
 
 
 def test_random_member_is_a_member_of_the_nas_space():

@@ -98,15 +98,20 @@ def table(source, target, threads, mode, table_path, devices, accept_new, timeou
               help="random members of the nas mobilenet family to measure")
 @click.option("--input-shape", default="32,32,3", show_default=True, help="H,W,C")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--chains/--no-chains", default=True, show_default=True,
+              help="also measure chains of weight-heavy 1x1 convolutions (0.2-17 MiB of weights): "
+                   "where the target stops keeping a model's weights in cache")
 def calibrate(target, threads, mode, table_path, devices, accept_new, timeout, min_seconds,
-              rounds, count, input_shape, seed) -> None:
-    """Measure random nas-family models whole and per op: the predictor's correction samples."""
+              rounds, count, input_shape, seed, chains) -> None:
+    """Measure random nas-family models (and weight chains) whole and per op: the predictor's
+    correction samples."""
     import numpy as np
 
     from pipeline.errors import UserError
-    from pipeline.latency import random_member
-    from pipeline.latency.build import fill, measure_model
+    from pipeline.latency import random_member, weight_chains
+    from pipeline.latency.build import fill, measure_model, measure_models
     from pipeline.latency.ops import signatures
+    from pipeline.latency.predict import Predictor
 
     try:
         shape = tuple(int(v) for v in input_shape.split(","))
@@ -125,7 +130,16 @@ def calibrate(target, threads, mode, table_path, devices, accept_new, timeout, m
                 r = measure_model(t, model, s.target, f"mobilenet {json.dumps(opts, allow_nan=False)}")
                 click.echo(f"[{i + 1}/{count}] {s.target.name}: {r['ms']:.4g} ms measured, "
                            f"table sum {t.lookup(r['ops']):.4g} ms")
-            click.echo(f"{t.path}: {len(t.models)} whole models measured")
+            if chains:
+                named = list(weight_chains())
+                for _, model in named:
+                    fill(t, signatures(model), s.target)
+                done = measure_models(t, named, s.target)
+                click.echo(f"{s.target.name}: {len(done)} weight chains measured, whole / table "
+                           f"sum from {done[0]['min_ms'] / t.lookup(done[0]['ops'], 'min_ms'):.2f} "
+                           f"to {done[-1]['min_ms'] / t.lookup(done[-1]['ops'], 'min_ms'):.2f}")
+            click.echo(f"{t.path}: {len(t.models)} whole models measured; predictor: "
+                       f"{Predictor.fit(t).describe()}")
 
 
 @latency.command()

@@ -24,7 +24,7 @@ import numpy as np
 from pipeline.latency.measure import Timing
 from pipeline.latency.table import Table, default_path
 
-__all__ = ["Session", "Timing", "random_member", "target_session"]
+__all__ = ["Session", "Timing", "random_member", "target_session", "weight_chains"]
 
 
 @dataclass
@@ -91,3 +91,24 @@ def random_member(rng: np.random.Generator, input_shape, num_classes: int):
                 values[hp] = spec
     opts, _ = architecture(values, space["num_stages"])
     return mobilenet(tuple(input_shape), num_classes, **opts), opts
+
+
+#: weight_chains: (narrow, wide) channels of the 1x1 convolutions at 4x4, and the pair counts.
+#: 128 <-> 960 is 0.94 MiB of fp32 weights per pair (under a 512 KiB L2 per op, like most ops of
+#: a MobileNet); 48 <-> 240 (0.09 MiB per pair) gives the small end, where a board's cache is.
+CHAINS = [(48, 240, 2), (48, 240, 4), (48, 240, 8)] + [(128, 960, n) for n in range(1, 19)]
+
+
+def weight_chains():
+    """(name, model): chains of 1x1 convolutions, every op with its own weights, from 0.2 to 17
+    MiB of fp32 weights in all. The table times two ops per width; whole, they show where the
+    target stops keeping a model's weights in cache (the predictor's cache term)."""
+    import tf_keras as keras
+
+    L = keras.layers
+    for c, e, n in CHAINS:
+        x = keras.Input((4, 4, c))
+        y = x
+        for _ in range(n):
+            y = L.Conv2D(c, 1, activation="relu")(L.Conv2D(e, 1, activation="relu")(y))
+        yield f"weight chain {c}<->{e} x{n}", keras.Model(x, y)

@@ -67,11 +67,24 @@ def fill(table: Table, sigs: list[dict], target, *, batch: int = 32,
 
 def measure_model(table: Table, model, target, name: str) -> dict:
     """Time the whole model on the target and keep it as a sample for the predictor."""
+    return measure_models(table, [(name, model)], target)[0]
+
+
+def measure_models(table: Table, named: list[tuple[str, object]], target) -> list[dict]:
+    """Time whole models on the target as one batch (one upload to a board) and keep each as a
+    sample for the predictor."""
+    import tf_keras as keras
+
     with tempfile.TemporaryDirectory(prefix="edgepipe-latency-") as tmp:
-        p = Path(tmp) / "model.tflite"
-        p.write_bytes(convert(model, table.identity["mode"]))
-        r = target.time([p])[0]
-    return add_sample(table, [O.key(s) for s in O.signatures(model)], name, r)
+        paths, keys = [], []
+        for i, (_, model) in enumerate(named):
+            p = Path(tmp) / f"model{i}.tflite"
+            p.write_bytes(convert(model, table.identity["mode"]))
+            paths.append(p)
+            keys.append([O.key(s) for s in O.signatures(model)])
+            keras.backend.clear_session()
+        timed = target.time(paths)
+    return [add_sample(table, k, name, r) for (name, _), k, r in zip(named, keys, timed)]
 
 
 def add_sample(table: Table, keys: list[str], name: str, timed: dict) -> dict:

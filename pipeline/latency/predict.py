@@ -1,23 +1,33 @@
 """Whole-model latency from a latency table, corrected by models measured on the same target.
 
 The table sum over-counts what every op timed alone pays once per invoke (input copy, interpreter
-overhead) and misses what ops share in a whole model (caches). A linear correction learned with
-scikit-learn from the table's whole-model samples fixes both:
+overhead) and misses what ops share in a whole model (caches). A linear correction learned from
+the table's whole-model samples fixes both:
 
-    ms = a * table_sum + b * ops + c        (weights 1/ms^2: relative error counts)
+    ms = a * table_sum + b * ops + c  [+ d * max(0, weights - knee)]   (weights 1/ms^2)
 
 b is free in sign: it is mostly minus the per-invoke overhead each op paid alone, which the
 whole model pays once (c).
+
+The last term is the cache. Each op timed alone keeps its own weights in cache from one invoke to
+the next; a whole model whose weights together outgrow what the cache keeps for it reads them all
+again on every invoke. Measured on this project's host (chains of 1x1 convolutions, each op
+timed alone as fast as in the chain): whole / sum of ops 0.99-1.02 up to 3.8 MiB of weights, 1.23
+at 7.5 MiB, 1.57 at 11.3 MiB, 1.93 at 15 MiB. So the term is a hinge: nothing below the knee,
+time per weight above it. The knee is the target's (cache sizes, and on a shared host what other
+load leaves of them), so it is learned like the rest, from samples: the knee that gives the
+smallest leave-one-out error, and only when samples lie on both sides of it
+(`edgepipe latency calibrate` measures such chains: `pipeline.latency.weight_chains`).
 
 Every figure here is the fastest invoke (edge-runner's `min_ms`), for the ops and the whole
 models alike: it is the latency of the target when nothing else runs on it, which is what a
 prediction can promise. Load on the target only ever adds time, and it adds it unevenly (a whole
 model spans many scheduler slices, a single op few), so medians taken on a shared machine do not
-add up; the fastest invokes do. The expected error is the leave-one-out relative error over the samples.
+add up; the fastest invokes do. The expected error is the leave-one-out relative error over the
+samples (with the knee chosen on those same errors, a little optimistic).
 
-That estimate only holds for models like the samples. A model beyond them (more parameters than
-stay in cache, a larger table sum or more ops) is extrapolated, and on a CPU the whole model then
-runs slower than its ops timed alone, by more the larger it is; `outside` says so.
+That estimate only holds for models like the samples. A model beyond them (more parameters, a
+larger table sum or more ops) is extrapolated; `outside` says so.
 """
 
 from __future__ import annotations
@@ -31,6 +41,10 @@ from pipeline.latency.table import Table
 
 #: fewer whole-model samples than this: no correction, the raw table sum
 MIN_SAMPLES = 4
+#: a knee needs at least this many samples on each side of it
+KNEE_SIDE = 3
+#: knees tried: this many, evenly from 0 to the largest sample's weights
+KNEES = 64
 
 
 #: the statistic of an entry or a whole-model sample the predictor works in
@@ -64,18 +78,41 @@ def _extent(table: Table, keys: list[str]) -> dict[str, float]:
             "ops": float(len(keys))}
 
 
-def _fit(x: np.ndarray, y: np.ndarray):
-    from sklearn.linear_model import LinearRegression
+@dataclass
+class Linear:
+    """A fitted linear correction: ms = x . coef_ + intercept_."""
 
-    return LinearRegression().fit(x, y, sample_weight=1.0 / np.square(y))
+    coef_: np.ndarray
+    intercept_: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, float) @ self.coef_ + self.intercept_
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[Linear, np.ndarray]:
+    """Least squares weighted by 1/y^2 (relative error counts) and its exact leave-one-out
+    relative errors (residual / (1 - leverage)); +inf where a sample alone sets a coefficient."""
+    a = np.column_stack([x, np.ones(len(y))])
+    w = 1.0 / np.square(y)
+    beta = np.linalg.lstsq(a * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)[0]
+    lev = w * np.einsum("ij,jk,ik->i", a, np.linalg.pinv(a.T @ (a * w[:, None])), a)
+    resid = y - a @ beta
+    with np.errstate(divide="ignore"):
+        loo = np.where(lev < 1 - 1e-9, -resid / (1 - lev) / y, np.inf)
+    return Linear(beta[:-1], float(beta[-1])), loo
+
+
+def _rms(errors: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(errors))))
 
 
 @dataclass
 class Predictor:
     table: Table
-    model: object | None      # the fitted correction, None: raw table sum
+    model: Linear | None      # the fitted correction, None: raw table sum
     errors: np.ndarray        # leave-one-out relative errors of the samples (signed)
     bounds: dict[str, float]  # the largest extent of the samples (see `_extent`)
+    knee: float | None = None  # weights (parameters) beyond which the cache term counts
 
     @classmethod
     def fit(cls, table: Table) -> "Predictor":
@@ -86,18 +123,24 @@ class Predictor:
                   for k in ("parameters", "table_ms", "ops")}
         x = np.array([features(table, s["ops"]) for s in samples])
         y = np.array([s[STAT] for s in samples])
-        errs = []
-        for i in range(len(y)):
-            keep = np.arange(len(y)) != i
-            pred = float(_fit(x[keep], y[keep]).predict(x[i:i + 1])[0])
-            errs.append(pred / y[i] - 1.0)
-        return cls(table, _fit(x, y), np.array(errs), bounds)
+        weights = np.array([float(parameters(s["ops"])) for s in samples])
+        model, errors = _fit(x, y)
+        knee = None
+        for k in np.linspace(0.0, weights.max(), KNEES, endpoint=False):
+            if min(np.sum(weights > k), np.sum(weights <= k)) < KNEE_SIDE:
+                continue
+            m, e = _fit(np.column_stack([x, np.maximum(0.0, weights - k)]), y)
+            if _rms(e) < _rms(errors):
+                model, errors, knee = m, e, float(k)
+        return cls(table, model, errors, bounds, knee)
 
     def predict_keys(self, keys: list[str]) -> float:
         """Predicted fastest-invoke ms of a model made of these ops."""
         f = features(self.table, keys)
         if self.model is None:
             return f[0]
+        if self.knee is not None:
+            f.append(max(0.0, parameters(keys) - self.knee))
         return max(float(self.model.predict(np.array([f]))[0]), 1e-6)
 
     def predict(self, model, counts: dict | None = None) -> float:
@@ -129,6 +172,10 @@ class Predictor:
             return (f"raw table sum: {len(self.table.models)} whole model(s) measured, "
                     f"{MIN_SAMPLES} needed for a correction and an error estimate")
         within = float(np.mean(np.abs(self.errors) <= 0.10))
+        cache = ("no cache term (no samples on both sides of a knee: `edgepipe latency "
+                 "calibrate` measures them)" if self.knee is None else
+                 f"cache term: +{1e6 * self.model.coef_[-1]:.3g} ms per million weights beyond "
+                 f"{self.knee / 1e6:.2f}M")
         return (f"90% of {len(self.errors)} calibration models within "
                 f"±{100 * self.expected_error:.1f}% (leave-one-out; {100 * within:.0f}% within "
-                f"±10%)")
+                f"±10%); {cache}")
