@@ -1,13 +1,15 @@
 """Benchmark: how well the latency predictor (table sum + learned correction) predicts whole-model
 latency on this host, on models it was not fitted on.
 
-    python scripts/bench_latency.py [--calibration 12] [--held-out 8] [--table FILE] [--out benchmarks/latency.md]
+    python scripts/bench_latency.py [--calibration 12] [--held-out 8] [--rounds 4] [--table FILE]
+                                    [--out benchmarks/latency.md]
 
 Calibration: random members of the nas `mobilenet` family (default space) at 32 to 128 px,
 and the weight chains `edgepipe latency calibrate` measures (1x1 convolutions, 0.2 to 17 MiB of
 weights: where the host stops keeping a model's weights in cache), each measured whole and per op.
-The predictor fitted on the family alone (no cache term) is reported beside it. Held out: other random members (another seed), and
-tf_keras.applications MobileNetV2 / MobileNet (weights=None) at several widths and resolutions.
+The predictor fitted on the family alone (no cache term) is reported beside it.
+Held out: other random members (another seed), and tf_keras.applications MobileNetV2 / MobileNet
+(weights=None) at several widths and resolutions.
 Every model is timed with edge-runner (fp32, 1 thread), its ops as each is added and the whole
 models all together at the end, in two sets of interleaved passes: the truth is the fastest invoke
 of all passes, and the two sets' disagreement is the measurement's own error, reported beside the
@@ -118,11 +120,13 @@ def main(argv=None) -> int:
             add_sample(table, keys, name, t)
     predictor = Predictor.fit(table)
     family_only = Predictor.fit(Table(table.path, table.identity, table.entries,
-                                      [s for s in table.models if s["name"].startswith("family")]))
+                                      [s for s in table.models if s["name"].startswith("family")]),
+                                cache=False)
     chains = [(name, parameters(keys) * 4 / 2**20, t["min_ms"], table.lookup(keys, "min_ms"))
               for (group, name, keys, _), t in zip(models, timed) if group == "chain"]
 
-    held: list[tuple] = []  # (group, name, measured fastest, predicted, measured median, beyond)
+    held: list[tuple] = []  # (group, name, measured fastest, predicted, measured median, beyond,
+    #                          predicted by the family-only fit)
     held_repeat = []        # their first set / second set - 1
     for (group, name, keys, _), t, r in zip(models, timed, repeat):
         if group not in ("calibration", "chain"):

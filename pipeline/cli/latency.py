@@ -108,8 +108,8 @@ def calibrate(target, threads, mode, table_path, devices, accept_new, timeout, m
     import numpy as np
 
     from pipeline.errors import UserError
-    from pipeline.latency import random_member, weight_chains
-    from pipeline.latency.build import fill, measure_model, measure_models
+    from pipeline.latency import random_member
+    from pipeline.latency.build import calibrate_chains, fill, measure_model
     from pipeline.latency.ops import signatures
     from pipeline.latency.predict import Predictor
 
@@ -131,13 +131,10 @@ def calibrate(target, threads, mode, table_path, devices, accept_new, timeout, m
                 click.echo(f"[{i + 1}/{count}] {s.target.name}: {r['ms']:.4g} ms measured, "
                            f"table sum {t.lookup(r['ops']):.4g} ms")
             if chains:
-                named = list(weight_chains())
-                for _, model in named:
-                    fill(t, signatures(model), s.target)
-                done = measure_models(t, named, s.target)
-                click.echo(f"{s.target.name}: {len(done)} weight chains measured, whole / table "
-                           f"sum from {done[0]['min_ms'] / t.lookup(done[0]['ops'], 'min_ms'):.2f} "
-                           f"to {done[-1]['min_ms'] / t.lookup(done[-1]['ops'], 'min_ms'):.2f}")
+                ratios = [c["min_ms"] / t.lookup(c["ops"], "min_ms")
+                          for c in calibrate_chains(t, s.target)]
+                click.echo(f"{s.target.name}: {len(ratios)} weight chains measured, whole / sum "
+                           f"of ops alone {min(ratios):.2f} to {max(ratios):.2f}")
             click.echo(f"{t.path}: {len(t.models)} whole models measured; predictor: "
                        f"{Predictor.fit(t).describe()}")
 

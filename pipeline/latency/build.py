@@ -72,7 +72,8 @@ def measure_model(table: Table, model, target, name: str) -> dict:
 
 def measure_models(table: Table, named: list[tuple[str, object]], target) -> list[dict]:
     """Time whole models on the target as one batch (one upload to a board) and keep each as a
-    sample for the predictor."""
+    sample for the predictor. Clears the tf_keras session after converting each model (as `fill`
+    does): build the models before, use them only through their names after."""
     import tf_keras as keras
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-latency-") as tmp:
@@ -96,3 +97,14 @@ def add_sample(table: Table, keys: list[str], name: str, timed: dict) -> dict:
     table.add_model(sample)
     table.save()
     return sample
+
+
+def calibrate_chains(table: Table, target) -> list[dict]:
+    """Time the weight chains (`pipeline.latency.weight_chains`) per op and whole: the samples
+    the predictor's cache term is learned from."""
+    from pipeline.latency import weight_chains
+
+    named = list(weight_chains())
+    for _, model in named:
+        fill(table, O.signatures(model), target)
+    return measure_models(table, named, target)

@@ -16,7 +16,8 @@ timed alone as fast as in the chain): whole / sum of ops 0.99-1.02 up to 3.8 MiB
 at 7.5 MiB, 1.57 at 11.3 MiB, 1.93 at 15 MiB. So the term is a hinge: nothing below the knee,
 time per weight above it. The knee is the target's (cache sizes, and on a shared host what other
 load leaves of them), so it is learned like the rest, from samples: the knee that gives the
-smallest leave-one-out error, and only when samples lie on both sides of it
+smallest leave-one-out error, kept only with samples on both sides of it, a positive cost and an
+error at least 10% smaller than without it
 (`edgepipe latency calibrate` measures such chains: `pipeline.latency.weight_chains`).
 
 Every figure here is the fastest invoke (edge-runner's `min_ms`), for the ops and the whole
@@ -45,6 +46,8 @@ MIN_SAMPLES = 4
 KNEE_SIDE = 3
 #: knees tried: this many, evenly from 0 to the largest sample's weights
 KNEES = 64
+#: a knee is kept only if it cuts the leave-one-out RMS error to this fraction or less
+KNEE_GAIN = 0.9
 
 
 #: the statistic of an entry or a whole-model sample the predictor works in
@@ -91,13 +94,17 @@ class Linear:
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[Linear, np.ndarray]:
     """Least squares weighted by 1/y^2 (relative error counts) and its exact leave-one-out
-    relative errors (residual / (1 - leverage)); +inf where a sample alone sets a coefficient."""
-    a = np.column_stack([x, np.ones(len(y))])
-    w = 1.0 / np.square(y)
-    beta = np.linalg.lstsq(a * np.sqrt(w)[:, None], y * np.sqrt(w), rcond=None)[0]
-    lev = w * np.einsum("ij,jk,ik->i", a, np.linalg.pinv(a.T @ (a * w[:, None])), a)
-    resid = y - a @ beta
-    with np.errstate(divide="ignore"):
+    relative errors (residual / (1 - leverage)), both from one SVD; +inf where a sample alone
+    sets a coefficient (leverage 1)."""
+    sw = 1.0 / y
+    b = np.column_stack([x, np.ones(len(y))]) * sw[:, None]
+    u, sv, vt = np.linalg.svd(b, full_matrices=False)
+    r = int(np.sum(sv > sv[0] * max(b.shape) * np.finfo(float).eps))
+    u, sv, vt = u[:, :r], sv[:r], vt[:r]
+    beta = vt.T @ ((u.T @ (y * sw)) / sv)
+    lev = np.sum(np.square(u), axis=1)
+    resid = y - (b @ beta) / sw
+    with np.errstate(divide="ignore", invalid="ignore"):
         loo = np.where(lev < 1 - 1e-9, -resid / (1 - lev) / y, np.inf)
     return Linear(beta[:-1], float(beta[-1])), loo
 
@@ -112,10 +119,12 @@ class Predictor:
     model: Linear | None      # the fitted correction, None: raw table sum
     errors: np.ndarray        # leave-one-out relative errors of the samples (signed)
     bounds: dict[str, float]  # the largest extent of the samples (see `_extent`)
-    knee: float | None = None  # weights (parameters) beyond which the cache term counts
+    knee: float | None = None  # millions of weights beyond which the cache term counts
+    knee_tried: bool = False   # samples lay on both sides of some knee
 
     @classmethod
-    def fit(cls, table: Table) -> "Predictor":
+    def fit(cls, table: Table, cache: bool = True) -> "Predictor":
+        """The correction from the table's whole-model samples; `cache=False`: no cache term."""
         samples = [s for s in table.models if STAT in s and not table.missing(s["ops"])]
         if len(samples) < MIN_SAMPLES:
             return cls(table, None, np.array([]), {})
@@ -123,16 +132,17 @@ class Predictor:
                   for k in ("parameters", "table_ms", "ops")}
         x = np.array([features(table, s["ops"]) for s in samples])
         y = np.array([s[STAT] for s in samples])
-        weights = np.array([float(parameters(s["ops"])) for s in samples])
+        mw = np.array([parameters(s["ops"]) / 1e6 for s in samples])
         model, errors = _fit(x, y)
-        knee = None
-        for k in np.linspace(0.0, weights.max(), KNEES, endpoint=False):
-            if min(np.sum(weights > k), np.sum(weights <= k)) < KNEE_SIDE:
+        knee, tried, best = None, False, KNEE_GAIN * _rms(errors)
+        for k in np.linspace(0.0, mw.max(), KNEES, endpoint=False) if cache else []:
+            if min(np.sum(mw > k), np.sum(mw <= k)) < KNEE_SIDE:
                 continue
-            m, e = _fit(np.column_stack([x, np.maximum(0.0, weights - k)]), y)
-            if _rms(e) < _rms(errors):
-                model, errors, knee = m, e, float(k)
-        return cls(table, model, errors, bounds, knee)
+            tried = True
+            m, e = _fit(np.column_stack([x, np.maximum(0.0, mw - k)]), y)
+            if m.coef_[-1] > 0 and _rms(e) < best:  # weights out of cache only ever cost time
+                model, errors, knee, best = m, e, float(k), _rms(e)
+        return cls(table, model, errors, bounds, knee, tried)
 
     def predict_keys(self, keys: list[str]) -> float:
         """Predicted fastest-invoke ms of a model made of these ops."""
@@ -140,7 +150,7 @@ class Predictor:
         if self.model is None:
             return f[0]
         if self.knee is not None:
-            f.append(max(0.0, parameters(keys) - self.knee))
+            f.append(max(0.0, parameters(keys) / 1e6 - self.knee))
         return max(float(self.model.predict(np.array([f]))[0]), 1e-6)
 
     def predict(self, model, counts: dict | None = None) -> float:
@@ -172,10 +182,14 @@ class Predictor:
             return (f"raw table sum: {len(self.table.models)} whole model(s) measured, "
                     f"{MIN_SAMPLES} needed for a correction and an error estimate")
         within = float(np.mean(np.abs(self.errors) <= 0.10))
-        cache = ("no cache term (no samples on both sides of a knee: `edgepipe latency "
-                 "calibrate` measures them)" if self.knee is None else
-                 f"cache term: +{1e6 * self.model.coef_[-1]:.3g} ms per million weights beyond "
-                 f"{self.knee / 1e6:.2f}M")
+        if self.knee is not None:
+            cache = (f"cache term: +{self.model.coef_[-1]:.3g} ms per million weights beyond "
+                     f"{self.knee:.2f}M")
+        elif self.knee_tried:
+            cache = "no cache term (no knee improved the fit by 10%)"
+        else:
+            cache = ("no cache term (no samples on both sides of a knee: `edgepipe latency "
+                     "calibrate` measures weight chains)")
         return (f"90% of {len(self.errors)} calibration models within "
                 f"±{100 * self.expected_error:.1f}% (leave-one-out; {100 * within:.0f}% within "
                 f"±10%); {cache}")
