@@ -134,11 +134,12 @@ def model_ops(model) -> tuple[list[Op], ChannelGraph, list[str]]:
             continue
         u = use(layer.name)
         shape_in = layer.input_shape if not isinstance(layer.input_shape, list) else layer.input_shape[0]
-        nxt = _only_consumer(model, layer)
-        if isinstance(layer, L.ZeroPadding2D) and isinstance(
-                nxt, (L.Conv2D, L.DepthwiseConv2D)) and not isinstance(nxt, L.Conv2DTranspose):
-            prepad[nxt.name] = layer
-            continue
+        if isinstance(layer, L.ZeroPadding2D):
+            nxt = _only_consumer(model, layer)
+            if isinstance(nxt, (L.Conv2D, L.DepthwiseConv2D)) and not isinstance(
+                    nxt, L.Conv2DTranspose):
+                prepad[nxt.name] = layer  # timed with that convolution (see the docstring)
+                continue
         if isinstance(layer, L.DepthwiseConv2D) or (
                 isinstance(layer, L.Conv2D) and getattr(layer, "groups", 1) != 1):
             own = _own_act(layer)

@@ -11,10 +11,10 @@ whole model pays once (c).
 
 The last term is the cache. Each op timed alone keeps its own weights in cache from one invoke to
 the next; a whole model whose weights together outgrow what the cache keeps for it reads them all
-again on every invoke. Measured on this project's host (chains of 1x1 convolutions, each op
-timed alone as fast as in the chain): whole / sum of ops 0.99-1.02 up to 3.8 MiB of weights, 1.23
-at 7.5 MiB, 1.57 at 11.3 MiB, 1.93 at 15 MiB. So the term is a hinge: nothing below the knee,
-time per weight above it. The knee is the target's (cache sizes, and on a shared host what other
+again on every invoke. Measured on this project's host (chains of 1x1 convolutions,
+`weight_chains`; BENCHMARKS.md, latency): whole / sum of ops alone 0.84-1.03 up to 7.5 MiB of
+fp32 weights, 1.4-1.9 at 12-17 MiB. So the term is a hinge: nothing below the knee, time per
+weight above it. The knee is the target's (cache sizes, and on a shared host what other
 load leaves of them), so it is learned like the rest, from samples: the knee that gives the
 smallest leave-one-out error, kept only with samples on both sides of it, a positive cost and an
 error at least 10% smaller than without it
@@ -54,10 +54,6 @@ KNEE_GAIN = 0.9
 STAT = "min_ms"
 
 
-def features(table: Table, keys: list[str]) -> list[float]:
-    return [table.lookup(keys, STAT), float(len(keys))]
-
-
 def parameters(keys: list[str]) -> int:
     """Weights (and biases) of the ops with these table keys."""
     import json
@@ -76,9 +72,16 @@ def parameters(keys: list[str]) -> int:
 
 
 def _extent(table: Table, keys: list[str]) -> dict[str, float]:
-    """What the correction is fitted over, for one model."""
-    return {"parameters": float(parameters(keys)), "table_ms": table.lookup(keys, STAT),
+    """What the correction is fitted over, for one model (ops missing from the table: the
+    table's UserError, before anything reads their keys)."""
+    return {"table_ms": table.lookup(keys, STAT), "parameters": float(parameters(keys)),
             "ops": float(len(keys))}
+
+
+def features(extent: dict[str, float], knee: float | None = None) -> list[float]:
+    """The correction's inputs: table sum, op count [, millions of weights beyond the knee]."""
+    f = [extent["table_ms"], extent["ops"]]
+    return f if knee is None else f + [max(0.0, extent["parameters"] / 1e6 - knee)]
 
 
 @dataclass
@@ -128,29 +131,26 @@ class Predictor:
         samples = [s for s in table.models if STAT in s and not table.missing(s["ops"])]
         if len(samples) < MIN_SAMPLES:
             return cls(table, None, np.array([]), {})
-        bounds = {k: max(_extent(table, s["ops"])[k] for s in samples)
-                  for k in ("parameters", "table_ms", "ops")}
-        x = np.array([features(table, s["ops"]) for s in samples])
+        extents = [_extent(table, s["ops"]) for s in samples]
+        bounds = {k: max(e[k] for e in extents) for k in ("parameters", "table_ms", "ops")}
         y = np.array([s[STAT] for s in samples])
-        mw = np.array([parameters(s["ops"]) / 1e6 for s in samples])
-        model, errors = _fit(x, y)
+        mw = np.array([e["parameters"] / 1e6 for e in extents])
+        model, errors = _fit(np.array([features(e) for e in extents]), y)
         knee, tried, best = None, False, KNEE_GAIN * _rms(errors)
         for k in np.linspace(0.0, mw.max(), KNEES, endpoint=False) if cache else []:
             if min(np.sum(mw > k), np.sum(mw <= k)) < KNEE_SIDE:
                 continue
             tried = True
-            m, e = _fit(np.column_stack([x, np.maximum(0.0, mw - k)]), y)
+            m, e = _fit(np.array([features(ext, k) for ext in extents]), y)
             if m.coef_[-1] > 0 and _rms(e) < best:  # weights out of cache only ever cost time
                 model, errors, knee, best = m, e, float(k), _rms(e)
         return cls(table, model, errors, bounds, knee, tried)
 
     def predict_keys(self, keys: list[str]) -> float:
         """Predicted fastest-invoke ms of a model made of these ops."""
-        f = features(self.table, keys)
         if self.model is None:
-            return f[0]
-        if self.knee is not None:
-            f.append(max(0.0, parameters(keys) / 1e6 - self.knee))
+            return self.table.lookup(keys, STAT)
+        f = features(_extent(self.table, keys), self.knee)
         return max(float(self.model.predict(np.array([f]))[0]), 1e-6)
 
     def predict(self, model, counts: dict | None = None) -> float:
